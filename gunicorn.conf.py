@@ -1,0 +1,75 @@
+"""gunicorn settings for Taskstream: ``gunicorn -c gunicorn.conf.py server:app``.
+
+Every value can be set from the environment; ``-b HOST:PORT`` (and other
+command-line flags) override this file.
+"""
+import os
+import resource
+import time
+
+# -- Where to listen -----------------------------------------------------------
+# TASKS_BIND wins, else 127.0.0.1:$PORT (8000). Use TASKS_BIND=0.0.0.0:8000 to
+# listen on every interface (in a container, behind a proxy).
+bind = os.environ.get("TASKS_BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+
+# -- Workers -----------------------------------------------------------------------
+# One gevent worker holds thousands of streams. The memory backend keeps a
+# task's events in its worker, so it runs exactly one (see on_starting).
+worker_class = "gevent"
+workers = int(os.environ.get("TASKS_WORKERS", "1"))
+# gunicorn's default of 1,000 silently stalls connection 1,001.
+worker_connections = int(os.environ.get("TASKS_WORKER_CONNECTIONS", "20000"))
+
+# -- Time-outs ---------------------------------------------------------------------
+# `timeout` is the worker's heartbeat to the master, not a request limit: a
+# gevent worker beats while streams stay open, so a stall here means blocking
+# code on the event loop (PITFALLS 2), not a long stream.
+timeout = int(os.environ.get("TASKS_WORKER_TIMEOUT", "30"))
+# On SIGTERM, running tasks get this long to finish; the rest end `interrupted`.
+graceful_timeout = int(os.environ.get("TASKS_GRACEFUL_TIMEOUT", "30"))
+keepalive = 5
+
+# -- Logging -------------------------------------------------------------------------
+# No query string in the access log: EventSource URLs carry ?token= (PITFALLS 8).
+accesslog = os.environ.get("TASKS_ACCESS_LOG") or None
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+loglevel = os.environ.get("TASKS_LOG_LEVEL", "info")
+
+
+def _raise_open_files_limit():
+    """Each stream is a file descriptor: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+_raise_open_files_limit()
+
+
+def on_starting(server):
+    backend = os.environ.get("TASKS_BACKEND", "memory")
+    if backend == "memory" and server.cfg.workers > 1:
+        raise SystemExit(
+            f"Taskstream: {server.cfg.workers} workers on the memory backend would lose "
+            "streams (a stream request can land on a worker that never saw the task). "
+            "Run one worker, or set TASKS_BACKEND=redis and TASKS_REDIS_URL for several.")
+
+
+def post_worker_init(worker):
+    engine = getattr(worker.wsgi, "extensions", {}).get("tasks")
+    if engine is None:
+        return
+    import gevent
+
+    def shut_down_with_worker():
+        # gunicorn's SIGTERM handler only clears `alive`; streams never end by
+        # themselves, so end them, or the worker waits out its whole grace
+        # period (PITFALLS 11). Leave time to send `done` and close.
+        while worker.alive:
+            gevent.sleep(0.2)
+        grace = max(0.0, worker.cfg.graceful_timeout - 3)
+        started = time.monotonic()
+        engine.shutdown(grace)
+        worker.log.info("Taskstream shut down in %.1f s", time.monotonic() - started)
+
+    gevent.spawn(shut_down_with_worker)

@@ -1,0 +1,48 @@
+"""The Taskstream app: ``create_app(config=None)`` and ``app`` for gunicorn.
+
+Run it with ``gunicorn -c gunicorn.conf.py server:app`` (``make run``), or for
+a quick look ``python server.py`` (gevent's own WSGI server, one process).
+"""
+if __name__ == "__main__":  # patch before anything imports socket, ssl or threading
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import logging
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+
+from tasks.api import bp as api_blueprint, register_error_handlers
+from tasks.config import load_settings
+from tasks.engine import TaskEngine
+from tasks.web import bp as web_blueprint
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    settings = load_settings(os.environ, config)
+    app.config.update(settings)
+    app.config.update({k: v for k, v in (config or {}).items() if not k.startswith("TASKS_")})
+    app.config["MAX_CONTENT_LENGTH"] = settings["TASKS_MAX_BODY"]
+    app.json.sort_keys = False  # records keep the field order of API.md
+    TaskEngine(app)
+    app.register_blueprint(api_blueprint)
+    app.register_blueprint(web_blueprint)
+    register_error_handlers(app)
+    return app
+
+
+app = create_app()
+
+if __name__ == "__main__":
+    from gevent.pywsgi import WSGIServer
+
+    logging.basicConfig(level=logging.INFO)
+    port = int(os.environ.get("PORT", "8000"))
+    print(f"Taskstream on http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    try:
+        WSGIServer(("127.0.0.1", port), app).serve_forever()
+    except KeyboardInterrupt:
+        app.extensions["tasks"].close()

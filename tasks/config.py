@@ -1,0 +1,139 @@
+"""The ``TASKS_*`` settings: one table, each setting once, parsed at start-up.
+
+Values come from the environment, then from the ``config`` mapping given to
+``create_app`` (which wins). A bad value stops start-up with a message naming
+the variable and the value, rather than failing later under load.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A ``TASKS_*`` setting has a value that cannot be used."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be above 0")
+    return value
+
+
+def _backend(text: str) -> str:
+    if text not in ("memory", "redis"):
+        raise ValueError("must be 'memory' or 'redis'")
+    return text
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TASKS_BACKEND", "memory", _backend,
+            "Where events live: 'memory' (one worker) or 'redis' (several)."),
+    Setting("TASKS_REDIS_URL", "redis://127.0.0.1:6379/0", str,
+            "Redis URL for the redis backend."),
+    Setting("TASKS_DB", "var/tasks.sqlite3", str,
+            "SQLite file keeping task records (memory backend)."),
+    Setting("TASKS_MAX_RUNNING", 8, _positive_int,
+            "Tasks running at once per worker."),
+    Setting("TASKS_MAX_QUEUED", 100, _non_negative_int,
+            "Tasks waiting per worker; past it POST /api/tasks answers 429."),
+    Setting("TASKS_HEARTBEAT", 15.0, _positive_float,
+            "Seconds of silence before a stream gets a keep-alive comment."),
+    Setting("TASKS_API_TOKEN", None, _optional_str,
+            "When set, every /api/ call needs this bearer token."),
+    Setting("TASKS_EVENT_BUFFER", 1000, _positive_int,
+            "Events each task's stream holds for resuming by Last-Event-ID."),
+    Setting("TASKS_GLOBAL_EVENT_BUFFER", 5000, _positive_int,
+            "Events the all-tasks stream (/api/events) holds for resuming."),
+    Setting("TASKS_RETENTION", 300.0, _positive_float,
+            "Seconds a finished task's events stay in memory (at least 60)."),
+    Setting("TASKS_SUBSCRIBER_BACKLOG", 1000, _positive_int,
+            "Unsent status/log events one reader may owe before it is cut off "
+            "and left to resume by id."),
+    Setting("TASKS_MAX_BODY", 1024 * 1024, _positive_int,
+            "Largest request body in bytes (413 past it)."),
+    Setting("TASKS_RETRY_MIN_MS", 1000, _positive_int,
+            "Lowest reconnect delay sent in a stream's retry: field."),
+    Setting("TASKS_RETRY_MAX_MS", 3000, _positive_int,
+            "Highest reconnect delay sent in a stream's retry: field."),
+    Setting("TASKS_FILES_ROOT", ".", str,
+            "Folder the hash_files task may read under."),
+    Setting("TASKS_FAST_PATH", True, _bool,
+            "Write stream events straight to sockets under gunicorn's gevent worker."),
+)
+
+
+def load_settings(environ: Mapping[str, str],
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Parse every setting from ``environ``; ``overrides`` win and may hold
+    already-typed values (as tests pass them)."""
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            raw = overrides[setting.name]
+        elif setting.name in environ:
+            raw = environ[setting.name]
+        else:
+            values[setting.name] = setting.default
+            continue
+        values[setting.name] = _parse(setting, raw)
+    _check(values)
+    return values
+
+
+def _parse(setting: Setting, raw: Any) -> Any:
+    if raw is None:
+        return None if setting.default is None else setting.default
+    text = raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
+    try:
+        return setting.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.name}={raw!r}: {exc}") from None
+
+
+def _check(values: dict[str, Any]) -> None:
+    if values["TASKS_RETRY_MIN_MS"] > values["TASKS_RETRY_MAX_MS"]:
+        raise ConfigError(
+            f"TASKS_RETRY_MIN_MS={values['TASKS_RETRY_MIN_MS']} is above "
+            f"TASKS_RETRY_MAX_MS={values['TASKS_RETRY_MAX_MS']}")
+    if values["TASKS_RETENTION"] < 60:
+        raise ConfigError(
+            f"TASKS_RETENTION={values['TASKS_RETENTION']}: must be at least 60 "
+            "(API.md: finished streams stay resumable for 60 s)")

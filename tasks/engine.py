@@ -1,0 +1,263 @@
+"""``TaskEngine``: the Flask extension that ties the record store, the event
+hub and the runner together, and runs each task from start to end.
+
+``init_app`` keeps everything in ``app.extensions["tasks"]``: two apps in one
+process share nothing. Task records are written when a task is created, starts
+and ends, never per progress event.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+from flask import Flask
+
+from .context import TaskContext
+from .errors import QueueFull, ShuttingDown, TaskFinished, TaskNotFound
+from .hub import MemoryHub, Opening, finished_replay
+from .records import Record, Status, event_id_now, format_time, new_record, new_task_id
+from .registry import Registry, TaskType, default_registry
+from .runner import Runner, TaskCancelled, TaskInterrupted
+from .stores.sqlite import SQLiteStore
+
+log = logging.getLogger("tasks")
+
+
+@dataclass
+class _Job:
+    task_type: TaskType
+    params: dict[str, Any]
+    stopping: Status | None = None   # CANCELLED or INTERRUPTED once asked to stop
+
+
+class TaskEngine:
+    def __init__(self, app: Flask | None = None, *, registry: Registry | None = None) -> None:
+        self.registry = registry or default_registry
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if "tasks" in app.extensions:
+            raise RuntimeError("Taskstream is already set up on this app; "
+                               "call TaskEngine.init_app(app) once per app.")
+        config = app.config
+        if self.registry is default_registry:
+            from . import builtin  # noqa: F401  (registers demo, primes, ...)
+        self.settings = {k: v for k, v in config.items() if k.startswith("TASKS_")}
+        self.store = SQLiteStore(config["TASKS_DB"])
+        self.hub = MemoryHub(event_buffer=config["TASKS_EVENT_BUFFER"],
+                             global_buffer=config["TASKS_GLOBAL_EVENT_BUFFER"],
+                             retention=config["TASKS_RETENTION"],
+                             backlog=config["TASKS_SUBSCRIBER_BACKLOG"])
+        self.runner = Runner(max_running=config["TASKS_MAX_RUNNING"],
+                             max_queued=config["TASKS_MAX_QUEUED"],
+                             execute=self._execute, abandon=self._abandon)
+        self.accepting = True
+        self._jobs: dict[str, _Job] = {}
+        self._idempotent: dict[str, gevent.event.AsyncResult] = {}
+        interrupted = self.store.interrupt_unfinished(
+            finished_at=format_time(time.time()), done_id=event_id_now(0))
+        if interrupted:
+            log.warning("marked %d task(s) left unfinished by a stopped worker as interrupted",
+                        interrupted)
+        app.extensions["tasks"] = self
+
+    # -- the API's operations -------------------------------------------------
+
+    def task_types(self) -> list[TaskType]:
+        return self.registry.all()
+
+    def start(self, name: Any, raw_params: Any, *,
+              idempotency_key: str | None = None) -> tuple[Record, bool]:
+        """Validate and queue a task; returns its record and whether it is new
+        (False: an earlier request with the same idempotency key made it)."""
+        task_type = self.registry.get(name)
+        params = task_type.check_params(raw_params)
+        if not self.accepting:
+            raise ShuttingDown("this worker is shutting down; retry shortly",
+                               headers={"Retry-After": "2"})
+        if idempotency_key is not None and idempotency_key in self._idempotent:
+            return self._idempotent[idempotency_key].get()  # a twin is being stored
+        if not self.runner.has_room():
+            raise QueueFull(f"too many tasks waiting ({self.runner.queued_count} queued, "
+                            f"TASKS_MAX_QUEUED={self.runner.max_queued}); retry later",
+                            headers={"Retry-After": "2"})
+        record = new_record(new_task_id(), task_type.name, params, now=time.time())
+        self.runner.reserve()
+        pending = gevent.event.AsyncResult()
+        if idempotency_key is not None:
+            self._idempotent[idempotency_key] = pending
+        try:
+            stored, created = self.store.create(record, idempotency_key=idempotency_key)
+        except BaseException as exc:
+            self.runner.release()
+            pending.set_exception(exc)
+            raise
+        finally:
+            self._idempotent.pop(idempotency_key or "", None)
+        if not created:
+            self.runner.release()
+            stored = self.hub.record(stored["id"]) or stored
+            pending.set((stored, False))
+            return stored, False
+        self._jobs[record["id"]] = _Job(task_type, params)
+        self.hub.create(record)
+        self.runner.submit(record["id"])
+        pending.set((record, False))
+        log.info("task %s queued (%s)", record["id"], task_type.name)
+        return record, True
+
+    def get(self, task_id: str) -> Record:
+        record = self.hub.record(task_id)
+        if record is not None:
+            return record
+        found = self.store.get(task_id)
+        if found is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        return found[0]
+
+    def list(self, *, status: str | None, limit: int) -> list[Record]:
+        records = self.store.list(status=status, limit=limit)
+        return [self.hub.record(r["id"]) or r for r in records]
+
+    def cancel(self, task_id: str) -> Record:
+        """Ask a task to stop; the record as it is now (queued ones stop at once)."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            self.get(task_id)  # 404 for an unknown id
+            raise TaskFinished(f"task {task_id} has already finished")
+        if job.stopping is None:
+            job.stopping = Status.CANCELLED
+            if self.runner.cancel(task_id, TaskCancelled) == "queued":
+                self._finish(task_id, Status.CANCELLED)
+            log.info("task %s cancel requested", task_id)
+        return _copy(self.get(task_id))
+
+    def open_stream(self, task_id: str, last_id: int | None) -> Opening:
+        """A task's stream; an Opening with no frames and no subscriber means 204."""
+        opening = self.hub.open_task(task_id, last_id)
+        if opening is not None:
+            return opening
+        found = self.store.get(task_id)
+        if found is None:
+            raise TaskNotFound(f"no task with id {task_id!r}")
+        record, done_id = found
+        if done_id is None:  # unfinished yet unknown to the hub: another worker's
+            done_id = event_id_now(0)
+        if last_id is not None and last_id >= done_id:
+            return Opening(b"", None)
+        return Opening(b"".join(e.frame for e in finished_replay(record, done_id)), None)
+
+    def open_global_stream(self, last_id: int | None) -> Opening:
+        return self.hub.open_global(last_id)
+
+    # -- reporting from task code ----------------------------------------------
+
+    def report_progress(self, task_id: str, progress: dict[str, Any]) -> None:
+        record = self.hub.record(task_id)
+        if record is None or record["status"] != Status.RUNNING:
+            return  # progress after the end is dropped, not an error
+        record["progress"] = progress
+        self.hub.progress(task_id, progress)
+
+    def report_log(self, task_id: str, level: str, message: str) -> None:
+        record = self.hub.record(task_id)
+        if record is None or record["status"] != Status.RUNNING:
+            return
+        self.hub.emit(task_id, "log", {"level": level, "message": message})
+
+    # -- running ---------------------------------------------------------------
+
+    def _execute(self, task_id: str) -> None:
+        job = self._jobs[task_id]
+        record = self.hub.record(task_id)
+        assert record is not None
+        record.update(status=Status.RUNNING.value, started_at=format_time(time.time()))
+        self.store.save(record)
+        self.hub.emit(task_id, "status", {"status": Status.RUNNING.value})
+        ctx = TaskContext(self, task_id, job.params)
+        try:
+            result = job.task_type.func(ctx, **job.params)
+            result = _json_ready(result)
+        except (TaskCancelled, TaskInterrupted, gevent.GreenletExit):
+            # Cancellation and shutdown are BaseExceptions: end the record, don't re-raise
+            self._finish(task_id, job.stopping or Status.CANCELLED)
+        except Exception as exc:
+            log.exception("task %s (%s) failed", task_id, job.task_type.name)
+            self._finish(task_id, job.stopping or Status.FAILED, error=error_info(exc))
+        else:
+            self._finish(task_id, job.stopping or Status.SUCCEEDED, result=result)
+
+    def _abandon(self, task_id: str) -> None:
+        job = self._jobs.get(task_id)
+        if job is not None:
+            self._finish(task_id, job.stopping or Status.CANCELLED)
+
+    def _finish(self, task_id: str, status: Status, *, result: Any = None,
+                error: dict[str, str] | None = None) -> None:
+        record = self.hub.record(task_id)
+        if record is None or task_id not in self._jobs:
+            return
+        if status is Status.INTERRUPTED and error is None:
+            error = {"type": "Interrupted", "message": "the worker shut down before the task ended"}
+        record.update(status=status.value, finished_at=format_time(time.time()),
+                      result=result if status is Status.SUCCEEDED else None, error=error)
+        del self._jobs[task_id]
+        self.hub.emit(task_id, "status", {"status": status.value})
+        self.hub.emit(task_id, "done", record)
+        self.store.save(record, done_id=self.hub.done_id(task_id))
+        log.info("task %s %s", task_id, status.value)
+
+    # -- shutdown ----------------------------------------------------------------
+
+    def shutdown(self, grace: float) -> None:
+        """Stop taking tasks, let running ones finish for ``grace`` seconds, then
+        interrupt them, and end every stream (each gets ``done`` or a last
+        ``retry:``)."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        log.info("shutting down: %d running, %d queued", self.runner.running_count,
+                 self.runner.queued_count)
+        self.hub.end_global_streams("shutdown")
+        for task_id in self.runner.take_queued():
+            self._jobs[task_id].stopping = Status.INTERRUPTED
+            self._finish(task_id, Status.INTERRUPTED)
+        if not self.runner.wait_running(max(0.0, grace)):
+            for job in self._jobs.values():
+                job.stopping = job.stopping or Status.INTERRUPTED
+            self.runner.interrupt_running(timeout=1.0)
+        self.hub.end_streams("shutdown")
+        self.store.flush()
+
+    def close(self) -> None:
+        """Release everything (tests, and the end of ``python server.py``)."""
+        self.shutdown(0)
+        self.hub.close()
+        self.store.close()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"running": self.runner.running_count, "queued": self.runner.queued_count,
+                "subscribers": self.hub.subscriber_count()}
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    """What a client may see of an exception: its type and message, no traceback."""
+    return {"type": type(exc).__name__, "message": str(exc)[:2000]}
+
+
+def _json_ready(result: Any) -> Any:
+    try:
+        return json.loads(json.dumps(result, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"the task's result is not JSON-serialisable: {exc}") from None
+
+
+def _copy(record: Record) -> Record:
+    return {**record, "progress": dict(record["progress"])}

@@ -1,0 +1,162 @@
+"""Events, the bounded event log, and the subscribers that read from it.
+
+An ``EventLog`` keeps the newest events of one stream (a task's, or the
+all-tasks stream) so a reconnecting client can resume exactly after its
+``Last-Event-ID``. A ``Subscriber`` is one open response: the hub's publisher
+hands it each batch of new events; it queues them (merging ``progress``,
+newest wins, per task) until its handler greenlet writes them out.
+
+    task greenlet --append--> EventLog --publisher greenlet--> Subscriber.deliver
+                                                                   | wake
+                                                   handler greenlet: take() -> socket
+
+Nothing here does IO; waking is a ``gevent.event.Event``.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import gevent.event
+
+from .records import event_id_now
+from .sse import encode_event
+
+
+@dataclass(slots=True)
+class Event:
+    id: int
+    type: str
+    task_id: str | None
+    data_line: bytes  # the JSON, shared by the task's and the global stream's copy
+    frame: bytes      # the whole SSE event, encoded once for every subscriber
+
+
+def make_event(event_id: int, event_type: str, task_id: str | None, data_line: bytes) -> Event:
+    return Event(event_id, event_type, task_id, data_line,
+                 encode_event(event_id, event_type, data_line))
+
+
+class EventLog:
+    """The newest ``capacity`` events of one stream, ids strictly increasing.
+
+    ``floor`` is the id after which every event is still held: a client whose
+    ``Last-Event-ID`` is below it has missed events and gets a fresh snapshot.
+    """
+
+    def __init__(self, *, capacity: int) -> None:
+        self.events: deque[Event] = deque(maxlen=capacity)
+        self.last_id = event_id_now(0)
+        self.floor = self.last_id
+        self.published_id = self.last_id
+        self.subscribers: set[Subscriber] = set()
+
+    def append(self, event_type: str, task_id: str | None, data_line: bytes) -> Event:
+        event = make_event(event_id_now(self.last_id), event_type, task_id, data_line)
+        if len(self.events) == self.events.maxlen:
+            self.floor = self.events[0].id
+        self.events.append(event)
+        self.last_id = event.id
+        return event
+
+    def since(self, last_id: int) -> list[Event] | None:
+        """Events after ``last_id``, or None when that gap is no longer held."""
+        if last_id < self.floor or last_id > self.last_id:
+            return None
+        newer: list[Event] = []
+        for event in reversed(self.events):
+            if event.id <= last_id:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
+
+    def unpublished(self) -> list[Event]:
+        """Events appended since the publisher last delivered, oldest first."""
+        events = self.since(self.published_id)
+        self.published_id = self.last_id
+        # A burst longer than the buffer between two rounds lost its head:
+        # subscribers behind the floor are cut off in Subscriber.deliver.
+        return events if events is not None else list(self.events)
+
+
+class Subscriber:
+    """One open stream's queue of events not yet written.
+
+    Bounded: ``progress`` events merge (newest wins, per task); when more than
+    ``backlog`` other events wait, the subscriber ends so its client resumes by
+    id instead of the server holding an unbounded queue.
+    """
+
+    def __init__(self, log: EventLog, *, backlog: int, cursor: int,
+                 ends_at_done: bool) -> None:
+        self.log = log
+        self.cursor = cursor            # id of the newest event queued or written
+        self.ended: str | None = None   # "done", "backlog", "gap" or "shutdown"
+        self.merged = 0                 # progress events dropped for newer ones
+        self._backlog = backlog
+        self._ends_at_done = ends_at_done
+        self._pending: list[Event | None] = []
+        self._progress_at: dict[str | None, int] = {}
+        self._control = 0
+        self._wake = gevent.event.Event()
+
+    def deliver(self, events: Iterable[Event]) -> None:
+        """Queue new events (called by the publisher, never blocks)."""
+        if self.ended:
+            return
+        for event in events:
+            if event.id <= self.cursor:
+                continue
+            if self.cursor < self.log.floor and event.id > self.log.floor:
+                self.end("gap")
+                return
+            self._queue(event)
+            if self.ended:
+                return
+        self._wake.set()
+
+    def _queue(self, event: Event) -> None:
+        self.cursor = event.id
+        if event.type == "progress":
+            earlier = self._progress_at.get(event.task_id)
+            if earlier is not None:
+                self._pending[earlier] = None
+                self.merged += 1
+            self._progress_at[event.task_id] = len(self._pending)
+        else:
+            self._control += 1
+            if self._control > self._backlog:
+                self.end("backlog")
+                return
+        self._pending.append(event)
+        if event.type == "done" and self._ends_at_done:
+            self.ended = "done"
+
+    def take(self) -> bytes:
+        """Every queued frame, joined, and the queue emptied."""
+        frames = b"".join([e.frame for e in self._pending if e is not None])
+        self._pending.clear()
+        self._progress_at.clear()
+        self._control = 0
+        return frames
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def wait(self, timeout: float) -> bool:
+        """Block this greenlet until events arrive, the stream ends, or ``timeout``."""
+        ready = self._wake.wait(timeout)
+        self._wake.clear()
+        return bool(ready)
+
+    def end(self, reason: str) -> None:
+        if not self.ended:
+            self.ended = reason
+        self._wake.set()
+
+    def info(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "ended": self.ended, "merged": self.merged,
+                "pending": len(self._pending)}
