@@ -15,8 +15,10 @@ from typing import Any, Mapping
 from flask import Flask
 
 from tasks.api import bp as api_blueprint, register_error_handlers
+from tasks.cli import tasks_cli
 from tasks.config import load_settings
 from tasks.engine import TaskEngine
+from tasks.health import bp as health_blueprint
 from tasks.web import bp as web_blueprint
 
 
@@ -30,6 +32,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     TaskEngine(app)
     app.register_blueprint(api_blueprint)
     app.register_blueprint(web_blueprint)
+    app.register_blueprint(health_blueprint)
+    app.cli.add_command(tasks_cli)
     register_error_handlers(app)
     return app
 
