@@ -46,6 +46,26 @@ def _raise_open_files_limit():
 _raise_open_files_limit()
 
 
+def _omit_default_keep_alive_header():
+    """HTTP/1.1 connections persist by default, so gunicorn's `Connection:
+    keep-alive` says nothing there, and HTTP/2 front ends reject it on a
+    stream they pass through (PITFALLS 1). `Connection: close` still goes out."""
+    from gunicorn.http import wsgi
+
+    default_headers = wsgi.Response.default_headers
+
+    def without_keep_alive(self):
+        headers = default_headers(self)
+        if self.req.version >= (1, 1):
+            headers = [h for h in headers if h != "Connection: keep-alive\r\n"]
+        return headers
+
+    wsgi.Response.default_headers = without_keep_alive
+
+
+_omit_default_keep_alive_header()
+
+
 def on_starting(server):
     backend = os.environ.get("TASKS_BACKEND", "memory")
     if backend == "memory" and server.cfg.workers > 1:

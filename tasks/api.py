@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from .engine import TaskEngine
 from .errors import APIError, Unauthorized, UnsupportedMediaType
 from .records import STATUSES
-from .streaming import event_stream_response
+from .streaming import HEADERS, event_stream_response
 
 log = logging.getLogger("tasks")
 
@@ -95,6 +95,9 @@ def cancel_task(task_id: str) -> Any:
 
 @bp.get("/tasks/<task_id>/events")
 def task_events(task_id: str) -> Response:
+    if request.method == "HEAD":  # headers only: no subscriber to release later
+        engine().get(task_id)
+        return Response(headers=HEADERS, content_type="text/event-stream; charset=utf-8")
     opening = engine().open_stream(task_id, _last_event_id())
     return _stream(opening)
 

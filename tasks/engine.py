@@ -232,6 +232,7 @@ class TaskEngine:
             for job in self._jobs.values():
                 job.stopping = job.stopping or Status.INTERRUPTED
             self.runner.interrupt_running(timeout=1.0)
+        self.hub.drain(timeout=1.0)  # the interrupted tasks' done events go out first
         self.hub.end_streams("shutdown")
         self.store.flush()
 

@@ -106,15 +106,14 @@ class Subscriber:
         """Queue new events (called by the publisher, never blocks)."""
         if self.ended:
             return
+        if self.cursor < self.log.floor:  # events it never got were evicted
+            self.end("gap")
+            return
         for event in events:
-            if event.id <= self.cursor:
-                continue
-            if self.cursor < self.log.floor and event.id > self.log.floor:
-                self.end("gap")
-                return
-            self._queue(event)
-            if self.ended:
-                return
+            if event.id > self.cursor:
+                self._queue(event)
+                if self.ended:
+                    break
         self._wake.set()
 
     def _queue(self, event: Event) -> None:

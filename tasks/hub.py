@@ -60,6 +60,8 @@ class MemoryHub:
         self._global = EventLog(capacity=global_buffer)
         self._dirty: dict[EventLog, None] = {}
         self._wakeup = gevent.event.Event()
+        self._idle = gevent.event.Event()
+        self._idle.set()
         self._publisher: gevent.Greenlet | None = None
         self.events_emitted = 0
 
@@ -106,6 +108,7 @@ class MemoryHub:
 
     def _mark(self, event_log: EventLog) -> None:
         self._dirty[event_log] = None
+        self._idle.clear()
         self._wakeup.set()
         if self._publisher is None or self._publisher.dead:
             self._publisher = gevent.spawn(self._publish_forever)
@@ -114,6 +117,8 @@ class MemoryHub:
 
     def _publish_forever(self) -> None:
         while True:
+            if not self._dirty:
+                self._idle.set()
             self._wakeup.wait()
             self._wakeup.clear()
             while self._dirty:
@@ -180,6 +185,10 @@ class MemoryHub:
             return Opening(frames, None)
         event_log.subscribers.add(subscriber)
         return Opening(frames, subscriber)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every emitted event has been handed to its subscribers."""
+        return bool(self._idle.wait(timeout))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.log.subscribers.discard(subscriber)

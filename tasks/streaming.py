@@ -34,9 +34,14 @@ class EventStream:
 
     def __iter__(self) -> Iterator[bytes]:
         subscriber = self.opening.subscriber
-        yield encode_retry(self.retry_ms) + self.opening.frames
-        if subscriber is None:
-            return
+        try:
+            yield encode_retry(self.retry_ms) + self.opening.frames
+            if subscriber is not None:
+                yield from self._follow(subscriber)
+        finally:
+            self.close()
+
+    def _follow(self, subscriber: Subscriber) -> Iterator[bytes]:
         while not self._closed:
             woke = subscriber.has_pending or bool(subscriber.ended)
             if not woke:

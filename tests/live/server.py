@@ -80,7 +80,8 @@ class LiveServer:
                 raw = response.read()
                 status, head = response.status, dict(response.headers)
         except urllib.error.HTTPError as error:
-            raw, status, head = error.read(), error.code, dict(error.headers)
+            with error:
+                raw, status, head = error.read(), error.code, dict(error.headers)
         text = raw.decode()
         try:
             return status, head, json.loads(text) if text else None
@@ -193,10 +194,9 @@ class StreamReader:
         deadline = time.monotonic() + timeout
         while not predicate(self.parser.events):
             left = deadline - time.monotonic()
-            assert left > 0, f"timed out; events so far: {[e.type for e in self.parser.events]}"
+            assert left > 0, f"timed out; events so far: {self.summary()}"
             if not self.read_some(min(left, 1.0)) and not predicate(self.parser.events):
-                raise AssertionError(
-                    f"stream ended; events: {[e.type for e in self.parser.events]}")
+                raise AssertionError(f"stream ended; events: {self.summary()}")
         return self.parser.events
 
     def until_done(self, timeout: float = 15) -> list[SSEEvent]:
@@ -211,6 +211,16 @@ class StreamReader:
     @property
     def events(self) -> list[SSEEvent]:
         return self.parser.events
+
+    def summary(self) -> str:
+        """The event types seen, run-length encoded (a failure message stays short)."""
+        runs: list[list[Any]] = []
+        for event in self.parser.events:
+            if runs and runs[-1][0] == event.type:
+                runs[-1][1] += 1
+            else:
+                runs.append([event.type, 1])
+        return ", ".join(f"{t}×{n}" if n > 1 else t for t, n in runs)
 
     def close(self) -> None:
         self.sock.close()
