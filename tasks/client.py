@@ -169,12 +169,16 @@ class TaskEvent:
 
 
 @dataclass(frozen=True)
-class Snapshot(TaskEvent):
-    """The whole record, first on a new connection (or after a resume gap)."""
-
+class _RecordEvent(TaskEvent):
     @property
     def record(self) -> Record:
+        """The task record the event carries (its data without ``task_id`` and ``ts``)."""
         return {k: v for k, v in self.data.items() if k not in ("task_id", "ts")}
+
+
+@dataclass(frozen=True)
+class Snapshot(_RecordEvent):
+    """The whole record, first on a new connection (or after a resume gap)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class Log(TaskEvent):
 
 
 @dataclass(frozen=True)
-class Done(Snapshot):
+class Done(_RecordEvent):
     """The final record; the stream ends after it."""
 
     @property
