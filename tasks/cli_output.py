@@ -136,6 +136,8 @@ class PlainOutput(Output):
         if isinstance(event, Snapshot):
             self.name = event.record.get("name", self.name)
             click.echo(f"{self.name} {event.record['status']}")
+            if event.record["progress"].get("current"):  # joined late: where it stands
+                click.echo(progress_line(self.name, event.record["progress"]))
         elif isinstance(event, Progress):
             self._unprinted = progress_line(self.name, _progress_of(event))
             if time.monotonic() - self._printed_at >= PLAIN_PROGRESS_EVERY:
