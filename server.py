@@ -19,11 +19,12 @@ from tasks.cli import tasks_cli
 from tasks.config import load_settings
 from tasks.engine import TaskEngine
 from tasks.health import bp as health_blueprint
+from tasks.streaming import StreamingFlask
 from tasks.web import bp as web_blueprint
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    app = StreamingFlask(__name__)
     settings = load_settings(os.environ, config)
     app.config.update(settings)
     app.config.update({k: v for k, v in (config or {}).items() if not k.startswith("TASKS_")})

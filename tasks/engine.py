@@ -245,7 +245,8 @@ class TaskEngine:
     @property
     def stats(self) -> dict[str, int]:
         return {"running": self.runner.running_count, "queued": self.runner.queued_count,
-                "subscribers": self.hub.subscriber_count()}
+                "subscribers": self.hub.subscriber_count(),
+                "direct_streams": self.hub.direct_count()}
 
 
 def error_info(exc: BaseException) -> dict[str, str]:

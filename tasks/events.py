@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import gevent.event
 
 from .records import event_id_now
 from .sse import encode_event
+
+if TYPE_CHECKING:
+    from .direct import DirectWriter
 
 
 @dataclass(slots=True)
@@ -101,13 +104,28 @@ class Subscriber:
         self._progress_at: dict[str | None, int] = {}
         self._control = 0
         self._wake = gevent.event.Event()
+        #: Set once the stream writes straight to its socket (direct.py).
+        self.writer: DirectWriter | None = None
 
-    def deliver(self, events: Iterable[Event]) -> None:
-        """Queue new events (called by the publisher, never blocks)."""
+    def deliver(self, events: Sequence[Event], chunk: bytes | None = None) -> None:
+        """Hand over new events (called by the publisher, never blocks).
+
+        ``chunk`` is the events framed as one HTTP chunk, shared by every
+        subscriber: a direct stream with nothing queued writes it at once.
+        """
         if self.ended:
             return
         if self.cursor < self.log.floor:  # events it never got were evicted
             self.end("gap")
+            return
+        writer = self.writer
+        if (writer is not None and chunk is not None and not self._pending
+                and events[0].id > self.cursor and writer.try_write(chunk)):
+            self.cursor = events[-1].id
+            if self._ends_at_done and events[-1].type == "done":
+                self.ended = "done"
+            if not writer.is_clear or self.ended:
+                self._wake.set()  # the handler finishes the write, or the response
             return
         for event in events:
             if event.id > self.cursor:
@@ -143,7 +161,7 @@ class Subscriber:
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending) or (self.writer is not None and not self.writer.is_clear)
 
     def wait(self, timeout: float) -> bool:
         """Block this greenlet until events arrive, the stream ends, or ``timeout``."""

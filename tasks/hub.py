@@ -22,7 +22,7 @@ import gevent.event
 
 from .events import Event, EventLog, Subscriber, make_event
 from .records import Record, is_finished
-from .sse import encode_data
+from .sse import encode_chunk, encode_data
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,9 @@ class MemoryHub:
         events = event_log.unpublished()
         if not events or not event_log.subscribers:
             return
+        chunk = encode_chunk(b"".join([e.frame for e in events]))  # framed once for all
         for count, subscriber in enumerate(list(event_log.subscribers), 1):
-            subscriber.deliver(events)
+            subscriber.deliver(events, chunk)
             if count % _DELIVERIES_PER_YIELD == 0:
                 gevent.sleep(0)
 
@@ -192,6 +193,11 @@ class MemoryHub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.log.subscribers.discard(subscriber)
+
+    def direct_count(self) -> int:
+        """Open streams written straight to their sockets (direct.py)."""
+        logs = [self._global, *self._logs.values()]
+        return sum(s.writer is not None for log in logs for s in log.subscribers)
 
     def subscriber_count(self, task_id: str | None = None) -> int:
         if task_id is None:

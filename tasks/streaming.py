@@ -9,13 +9,14 @@ is one every heartbeat (PITFALLS 3).
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from flask import Response
+from flask import Flask, Response
 
+from .direct import DirectWriter, direct_socket, tune_socket
 from .events import Subscriber
 from .hub import Opening
-from .sse import KEEP_ALIVE, encode_retry
+from .sse import KEEP_ALIVE, encode_chunk, encode_retry
 
 HEADERS = {
     "Cache-Control": "no-cache",
@@ -31,12 +32,22 @@ class EventStream:
         self.opening, self.retry_ms, self.heartbeat = opening, retry_ms, heartbeat
         self._unsubscribe = unsubscribe
         self._closed = False
+        self._socket: Any = None
+
+    def allow_direct(self, environ: dict[str, Any], *, enabled: bool) -> None:
+        """Called with the outermost WSGI environ when nothing wraps this body."""
+        self._socket = direct_socket(environ, enabled=enabled)
 
     def __iter__(self) -> Iterator[bytes]:
         subscriber = self.opening.subscriber
         try:
+            # gunicorn writes the headers and this first chunk itself.
             yield encode_retry(self.retry_ms) + self.opening.frames
-            if subscriber is not None:
+            if subscriber is None:
+                return
+            if self._socket is not None:
+                self._follow_direct(subscriber, self._socket)
+            else:
                 yield from self._follow(subscriber)
         finally:
             self.close()
@@ -56,6 +67,38 @@ class EventStream:
             if subscriber.ended:
                 return
 
+    def _follow_direct(self, subscriber: Subscriber, sock: Any) -> None:
+        """Stay parked in this greenlet while the publisher writes events
+        straight to ``sock``; write here only what it could not (a slow
+        reader's tail and merged backlog), keep-alives and the last retry."""
+        tune_socket(sock)
+        writer = DirectWriter(sock)
+        subscriber.writer = writer
+        while not self._closed:
+            woke = subscriber.has_pending or bool(subscriber.ended)
+            if not woke:
+                woke = subscriber.wait(self.heartbeat)
+            if writer.gone:
+                return
+            writer.busy = True
+            try:
+                frames = subscriber.take()
+                if subscriber.ended == "shutdown":
+                    frames += encode_retry(self.retry_ms)
+                if not frames and not woke:
+                    frames = KEEP_ALIVE
+                data, writer.unsent = writer.unsent, b""
+                if frames:
+                    data += encode_chunk(frames)
+                if data:
+                    sock.sendall(data)  # waits for the reader, not for the loop
+            except OSError:
+                return  # the reader is gone; gunicorn's final write fails and closes
+            finally:
+                writer.busy = False
+            if subscriber.ended and not subscriber.has_pending:
+                return
+
     def close(self) -> None:
         self._closed = True
         if self.opening.subscriber is not None:
@@ -73,3 +116,15 @@ def event_stream_response(opening: Opening, *, retry_range: tuple[int, int], hea
     body = EventStream(opening, retry_ms=retry_ms, heartbeat=heartbeat, unsubscribe=unsubscribe)
     return Response(body, status=200, headers=HEADERS,
                     content_type="text/event-stream; charset=utf-8", direct_passthrough=True)
+
+
+class StreamingFlask(Flask):
+    """Flask that lets event streams write straight to their sockets when
+    nothing between gunicorn and the app (compression, say) rewrites bodies:
+    only then is the body gunicorn receives our own ``EventStream``."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        body = self.wsgi_app(environ, start_response)
+        if isinstance(body, EventStream):
+            body.allow_direct(environ, enabled=bool(self.config.get("TASKS_FAST_PATH")))
+        return body

@@ -7,10 +7,13 @@ import pytest
 from tests.live.server import LiveServer
 
 
-@pytest.fixture
-def live(tmp_path) -> Iterator[LiveServer]:
-    """A gunicorn gevent server on a free port, stopped (SIGTERM) afterwards."""
-    server = LiveServer(tmp_path, {"TASKS_HEARTBEAT": "1"}).start()
+@pytest.fixture(params=["direct", "portable"])
+def live(request, tmp_path) -> Iterator[LiveServer]:
+    """A gunicorn gevent server on a free port, stopped (SIGTERM) afterwards;
+    once with streams written straight to sockets, once through gunicorn's
+    ordinary body writes (the path TLS or compressing middleware take)."""
+    fast = "1" if request.param == "direct" else "0"
+    server = LiveServer(tmp_path, {"TASKS_HEARTBEAT": "1", "TASKS_FAST_PATH": fast}).start()
     yield server
     server.stop()
 

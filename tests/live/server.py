@@ -98,9 +98,19 @@ class LiveServer:
         os.killpg(self.process.pid, sig)
 
     def kill_worker(self) -> None:
-        """kill -9 every process of the server (master and worker)."""
+        """kill -9 every process of the server (master and worker), and wait
+        until none is left holding the listening socket."""
         self.signal(signal.SIGKILL)
         self.wait(10)
+        assert self.process is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the killed server's processes did not go away")
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None

@@ -75,6 +75,8 @@ def test_keep_alive_comments_flow_and_a_vanished_client_is_forgotten(live):
         assert time.monotonic() < deadline, "no keep-alive within 5 s (heartbeat 1 s)"
         stream.read_some(1)
     assert health(live)["subscribers"] == 1
+    direct = live.env["TASKS_FAST_PATH"] == "1"
+    assert health(live)["direct_streams"] == (1 if direct else 0), "the path under test"
     stream.close()
     deadline = time.monotonic() + 5
     while health(live)["subscribers"]:
