@@ -23,16 +23,18 @@ class Proxy:
     """``mode``: ``pass``; ``buffer`` (send the body in ``buffer_size`` lumps,
     and drop ``X-Accel-Buffering``); ``gzip`` (compress when the client
     accepts it); ``cut`` (close event streams after ``cut_after`` body bytes,
-    mid-event, for the first ``cuts`` of them)."""
+    mid-event, for the first ``cuts`` of them). In every mode a response
+    silent for ``idle_timeout`` seconds is cut, as proxies' read time-outs do."""
 
     def __init__(self, upstream: str, mode: str = "pass", *, buffer_size: int = 64 * 1024,
-                 cut_after: int = 700, cuts: int = 3) -> None:
+                 cut_after: int = 700, cuts: int = 3, idle_timeout: float = 30) -> None:
         assert mode in MODES, mode
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
         self.mode, self.buffer_size = mode, buffer_size
         self.cut_after, self.cuts_left = cut_after, cuts
         self.cut_count = 0
+        self.idle_timeout = idle_timeout
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
 
     def start(self) -> "Proxy":
@@ -68,7 +70,7 @@ class Proxy:
                     return
                 body += data
             accepts_gzip = "gzip" in headers.get("accept-encoding", "")
-            upstream = socket.create_connection(self.upstream, timeout=30)
+            upstream = socket.create_connection(self.upstream, timeout=self.idle_timeout)
             try:
                 upstream.sendall(_rewrite_request(head) + body)
                 self._relay(upstream, client, accepts_gzip=accepts_gzip)
@@ -188,7 +190,10 @@ def _body(sock: socket.socket, rest: bytes, *, chunked: bool) -> Iterator[bytes]
         elif raw:
             yield raw
             raw = b""
-        data = sock.recv(65536)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return  # the idle time-out: end the response as if upstream had
         if not data:
             return
         raw += data
