@@ -113,7 +113,7 @@ class TaskContext:
         """Run ``func`` in gevent's threadpool and wait for it without blocking
         the event loop. Cancelling the task stops the wait; the thread finishes
         its call in the background."""
-        return gevent.get_hub().threadpool.apply(func, args, kwargs)  # type: ignore[no-any-return]
+        return gevent.get_hub().threadpool.apply(func, args, kwargs)
 
     def sleep(self, seconds: float) -> None:
         """Sleep without blocking other tasks and streams."""

@@ -59,7 +59,7 @@ class TaskEngine:
                              execute=self._execute, abandon=self._abandon)
         self.accepting = True
         self._jobs: dict[str, _Job] = {}
-        self._idempotent: dict[str, gevent.event.AsyncResult] = {}
+        self._idempotent: dict[str, gevent.event.AsyncResult[tuple[Record, bool]]] = {}
         interrupted = self.store.interrupt_unfinished(
             finished_at=format_time(time.time()), done_id=event_id_now(0))
         if interrupted:
@@ -82,14 +82,16 @@ class TaskEngine:
             raise ShuttingDown("this worker is shutting down; retry shortly",
                                headers={"Retry-After": "2"})
         if idempotency_key is not None and idempotency_key in self._idempotent:
-            return self._idempotent[idempotency_key].get()  # a twin is being stored
+            twin = self._idempotent[idempotency_key].get()  # a twin request is storing it
+            assert twin is not None
+            return twin
         if not self.runner.has_room():
             raise QueueFull(f"too many tasks waiting ({self.runner.queued_count} queued, "
                             f"TASKS_MAX_QUEUED={self.runner.max_queued}); retry later",
                             headers={"Retry-After": "2"})
         record = new_record(new_task_id(), task_type.name, params, now=time.time())
         self.runner.reserve()
-        pending = gevent.event.AsyncResult()
+        pending: gevent.event.AsyncResult[tuple[Record, bool]] = gevent.event.AsyncResult()
         if idempotency_key is not None:
             self._idempotent[idempotency_key] = pending
         try:

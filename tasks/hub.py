@@ -62,7 +62,7 @@ class MemoryHub:
         self._wakeup = gevent.event.Event()
         self._idle = gevent.event.Event()
         self._idle.set()
-        self._publisher: gevent.Greenlet | None = None
+        self._publisher: gevent.Greenlet[[], None] | None = None
         self.events_emitted = 0
 
     # -- emitting --------------------------------------------------------

@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable, TypeVar, Union, overload
 
 from .errors import InvalidParams, UnknownTaskType
 
@@ -120,6 +120,7 @@ def _show(value: Any) -> str:
 
 
 TaskFunction = Callable[..., Any]
+F = TypeVar("F", bound=TaskFunction)
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,17 @@ class Registry:
     def __init__(self) -> None:
         self._types: dict[str, TaskType] = {}
 
-    def task(self, func: TaskFunction | None = None, *, name: str | None = None,
+    @overload
+    def task(self, func: F, /) -> F: ...
+
+    @overload
+    def task(self, /, *, name: str | None = None, title: str | None = None,
+             description: str | None = None) -> Callable[[F], F]: ...
+
+    def task(self, func: Any = None, /, *, name: str | None = None,
              title: str | None = None, description: str | None = None) -> Any:
+        """Register ``func`` as a task type: ``@registry.task`` or
+        ``@registry.task(name=..., title=..., description=...)``."""
         def register(fn: TaskFunction) -> TaskFunction:
             task_type = build_task_type(fn, name=name, title=title, description=description)
             if task_type.name in self._types and self._types[task_type.name].func is not fn:

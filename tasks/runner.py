@@ -8,6 +8,7 @@ swallow it, and a task may catch it to clean up). Shutdown raises
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import gevent
@@ -30,7 +31,7 @@ class Runner:
         self._execute, self._abandon = execute, abandon
         self._unstarted: set[str] = set()
         self._queued: dict[str, None] = {}   # insertion-ordered set
-        self._running: dict[str, gevent.Greenlet] = {}
+        self._running: dict[str, gevent.Greenlet[..., None]] = {}
         self._reserved = 0
 
     @property
@@ -93,7 +94,7 @@ class Runner:
             task_id = next(iter(self._queued))
             del self._queued[task_id]
             greenlet = gevent.Greenlet(self._run, task_id)
-            greenlet.link(lambda g, task_id=task_id: self._exited(task_id))
+            greenlet.link(functools.partial(self._exited, task_id))
             self._running[task_id] = greenlet
             self._unstarted.add(task_id)
             greenlet.start()
@@ -102,7 +103,7 @@ class Runner:
         self._unstarted.discard(task_id)
         self._execute(task_id)
 
-    def _exited(self, task_id: str) -> None:
+    def _exited(self, task_id: str, _greenlet: object = None) -> None:
         self._running.pop(task_id, None)
         if task_id in self._unstarted:  # killed before its first switch
             self._unstarted.discard(task_id)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any
+from typing import Any, TypeAlias
 
 import gevent
 import gevent.event
 import gevent.lock
 
 from ..records import Record
+
+_Stored: TypeAlias = "gevent.event.AsyncResult[tuple[Record, bool]]"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -43,21 +45,23 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = gevent.lock.Semaphore()
-        self._creates: list[tuple[Record, str | None, gevent.event.AsyncResult]] = []
+        self._creates: list[tuple[Record, str | None, _Stored]] = []
         self._saves: dict[str, tuple[Record, int | None]] = {}
         self._wakeup = gevent.event.Event()
         self._idle = gevent.event.Event()
         self._idle.set()
-        self._writer: gevent.Greenlet | None = None
+        self._writer: gevent.Greenlet[[], None] | None = None
 
     # -- writing -------------------------------------------------------------
 
     def create(self, record: Record, *,
                idempotency_key: str | None = None) -> tuple[Record, bool]:
-        done = gevent.event.AsyncResult()
+        done: _Stored = gevent.event.AsyncResult()
         self._creates.append((dict(record), idempotency_key, done))
         self._kick()
-        return done.get()  # type: ignore[no-any-return]
+        stored = done.get()
+        assert stored is not None
+        return stored
 
     def save(self, record: Record, *, done_id: int | None = None) -> None:
         self._saves[record["id"]] = (_copy(record), done_id)
