@@ -209,7 +209,7 @@ def check_idle(client: TaskClient, http: httpx.Client, *, idle: float) -> Findin
     if reading.ended != "done":
         return Finding("idle", FAIL,
                        f"the stream was cut ({reading.ended}) after {reading.lasted:.1f} s "
-                       f"of a {idle:g} s silence, with {len(beats)} keep-alive comments: "
+                       f"of a {idle:g} s silence, with {len(beats)} keep-alive comment(s): "
                        "a proxy's idle time-out is shorter than TASKS_HEARTBEAT",
                        nginx="proxy_read_timeout 1h;  # or lower TASKS_HEARTBEAT below it",
                        caddy="reverse_proxy ... { transport http { read_timeout 0 } }  "
@@ -224,7 +224,7 @@ def check_idle(client: TaskClient, http: httpx.Client, *, idle: float) -> Findin
     gaps = [b - a for a, b in zip(beats, beats[1:])]
     every = f", every {statistics.median(gaps):.1f} s" if gaps else ""
     return Finding("idle", OK, f"the stream survived {idle:g} s of silence with "
-                   f"{len(beats)} keep-alive comments{every}")
+                   f"{len(beats)} keep-alive comment(s){every}")
 
 
 def check_resume(client: TaskClient, http: httpx.Client, *, drops: int,
@@ -299,8 +299,8 @@ def print_report(findings: list[Finding]) -> int:
         click.echo(f"{label} {finding.check:<12} {finding.summary}")
         for server, fix in (("nginx", finding.nginx), ("Caddy", finding.caddy)):
             if fix and finding.level != OK:
-                text = fix.replace("\n", "\n" + " " * 25)
-                click.echo(f"{'':19}fix ({server}): {text}")
+                lead = f"{'':19}fix ({server}): "
+                click.echo(lead + fix.replace("\n", "\n" + " " * len(lead)))
     failures = sum(f.level == FAIL for f in findings)
     warnings = sum(f.level == WARN for f in findings)
     if failures:
