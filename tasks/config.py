@@ -67,6 +67,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Where events live: 'memory' (one worker) or 'redis' (several)."),
     Setting("TASKS_REDIS_URL", "redis://127.0.0.1:6379/0", str,
             "Redis URL for the redis backend."),
+    Setting("TASKS_REDIS_PREFIX", "taskstream", str,
+            "Prefix (and Redis Cluster hash tag) of every key; apps sharing a "
+            "Redis need different prefixes."),
+    Setting("TASKS_REDIS_HEARTBEAT", 2.0, _positive_float,
+            "Seconds between a worker's alive beats on Redis; a task whose worker "
+            "misses three in a row ends interrupted."),
+    Setting("TASKS_REDIS_MAX_READERS", 1000, _positive_int,
+            "Redis connections a worker may hold for blocking reads: one per "
+            "stream it serves (one per task, however many readers), plus one."),
     Setting("TASKS_DB", "var/tasks.sqlite3", str,
             "SQLite file keeping task records (memory backend)."),
     Setting("TASKS_MAX_RUNNING", 8, _positive_int,
@@ -82,7 +91,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TASKS_GLOBAL_EVENT_BUFFER", 5000, _positive_int,
             "Events the all-tasks stream (/api/events) holds for resuming."),
     Setting("TASKS_RETENTION", 300.0, _positive_float,
-            "Seconds a finished task's events stay in memory (at least 60)."),
+            "Seconds a finished task's events stay held for resuming, in memory "
+            "or in Redis (at least 60)."),
     Setting("TASKS_SUBSCRIBER_BACKLOG", 1000, _positive_int,
             "Unsent status/log events one reader may owe before it is cut off "
             "and left to resume by id."),

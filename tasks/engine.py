@@ -20,9 +20,11 @@ from flask import Flask
 from .context import TaskContext
 from .errors import QueueFull, ShuttingDown, TaskFinished, TaskNotFound
 from .hub import MemoryHub, Opening, finished_replay
-from .records import Record, Status, event_id_now, format_time, new_record, new_task_id
+from .records import (Record, Status, event_id_now, format_time, is_finished, new_record,
+                      new_task_id)
 from .registry import Registry, TaskType, default_registry
 from .runner import Runner, TaskCancelled, TaskInterrupted
+from .stores import RecordStore
 from .stores.sqlite import SQLiteStore
 
 log = logging.getLogger("tasks")
@@ -49,11 +51,7 @@ class TaskEngine:
         if self.registry is default_registry:
             from . import builtin  # noqa: F401  (registers demo, primes, ...)
         self.settings = {k: v for k, v in config.items() if k.startswith("TASKS_")}
-        self.store = SQLiteStore(config["TASKS_DB"])
-        self.hub = MemoryHub(event_buffer=config["TASKS_EVENT_BUFFER"],
-                             global_buffer=config["TASKS_GLOBAL_EVENT_BUFFER"],
-                             retention=config["TASKS_RETENTION"],
-                             backlog=config["TASKS_SUBSCRIBER_BACKLOG"])
+        self.store, self.hub = self._backend(config)
         self.runner = Runner(max_running=config["TASKS_MAX_RUNNING"],
                              max_queued=config["TASKS_MAX_QUEUED"],
                              execute=self._execute, abandon=self._abandon)
@@ -66,6 +64,24 @@ class TaskEngine:
             log.warning("marked %d task(s) left unfinished by a stopped worker as interrupted",
                         interrupted)
         app.extensions["tasks"] = self
+
+    def _backend(self, config: Any) -> tuple[RecordStore, MemoryHub]:
+        """The record store and event hub TASKS_BACKEND names."""
+        hub_settings = dict(event_buffer=config["TASKS_EVENT_BUFFER"],
+                            global_buffer=config["TASKS_GLOBAL_EVENT_BUFFER"],
+                            retention=config["TASKS_RETENTION"])
+        if config["TASKS_BACKEND"] != "redis":
+            return SQLiteStore(config["TASKS_DB"]), MemoryHub(
+                **hub_settings, backlog=config["TASKS_SUBSCRIBER_BACKLOG"])
+        from .redis_hub import RedisHub
+        from .redis_support import Connections
+        from .stores.redis import RedisStore
+        connections = Connections(config["TASKS_REDIS_URL"], prefix=config["TASKS_REDIS_PREFIX"],
+                                  max_readers=config["TASKS_REDIS_MAX_READERS"],
+                                  heartbeat=config["TASKS_REDIS_HEARTBEAT"], **hub_settings)
+        store = RedisStore(connections)
+        return store, RedisHub(connections, store, backlog=config["TASKS_SUBSCRIBER_BACKLOG"],
+                               cancel=self._cancel_if_here)
 
     # -- the API's operations -------------------------------------------------
 
@@ -131,14 +147,25 @@ class TaskEngine:
         """Ask a task to stop; the record as it is now (queued ones stop at once)."""
         job = self._jobs.get(task_id)
         if job is None:
-            self.get(task_id)  # 404 for an unknown id
-            raise TaskFinished(f"task {task_id} has already finished")
+            record = self.get(task_id)  # 404 for an unknown id
+            forward = getattr(self.hub, "forward_cancel", None)
+            if forward is None or is_finished(record):
+                raise TaskFinished(f"task {task_id} has already finished")
+            forward(task_id)  # another worker runs it (Redis backend)
+            return record
+        self._cancel_if_here(task_id)
+        return _copy(self.get(task_id))
+
+    def _cancel_if_here(self, task_id: str) -> None:
+        """Cancel a task if this worker runs it (cancels forwarded by others land here)."""
+        job = self._jobs.get(task_id)
+        if job is None:
+            return
         if job.stopping is None:
             job.stopping = Status.CANCELLED
             if self.runner.cancel(task_id, TaskCancelled) == "queued":
                 self._finish(task_id, Status.CANCELLED)
             log.info("task %s cancel requested", task_id)
-        return _copy(self.get(task_id))
 
     def open_stream(self, task_id: str, last_id: int | None) -> Opening:
         """A task's stream; an Opening with no frames and no subscriber means 204."""

@@ -44,3 +44,8 @@ class QueueFull(APIError):
 
 class ShuttingDown(APIError):
     status, code = 503, "shutting_down"
+
+
+class BackendUnavailable(APIError):
+    """Redis is down or unreachable: the client should retry shortly."""
+    status, code = 503, "backend_unavailable"

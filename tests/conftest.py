@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Iterator
 
 import gevent
@@ -10,16 +11,43 @@ import tests.fixtures  # noqa: F401  (registers the t_* task types)
 from server import create_app
 from tasks.engine import TaskEngine
 from tests.fixtures import GATES
+from tests.redis_server import RedisServer
 from tests.sse_parser import SSEEvent, SSEParser
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (each test gets its own key prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    if not server.available:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server.start()
+    yield server
+    server.stop()
+
+
+_prefixes = itertools.count()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request) -> dict[str, Any]:
+    """The engine suite runs on both backends; on Redis each test has its own prefix."""
+    if request.param == "memory":
+        return {"TASKS_BACKEND": "memory"}
+    server = request.getfixturevalue("redis_server")
+    if server.process is None:
+        server.start()  # an outage test left it stopped
+    return {"TASKS_BACKEND": "redis", "TASKS_REDIS_URL": server.url,
+            "TASKS_REDIS_PREFIX": f"test{next(_prefixes)}", "TASKS_REDIS_HEARTBEAT": 0.5}
+
+
 @pytest.fixture
-def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
+def make_app(tmp_path, backend) -> Iterator[Callable[..., Flask]]:
     apps: list[Flask] = []
 
     def make(**config: Any) -> Flask:
         app = create_app({"TASKS_DB": str(tmp_path / "tasks.sqlite3"),
-                          "TASKS_HEARTBEAT": 0.2, **config})
+                          "TASKS_HEARTBEAT": 0.2, **backend, **config})
         app.testing = True
         apps.append(app)
         return app

@@ -29,5 +29,8 @@ class RecordStore(Protocol):
     def interrupt_unfinished(self, *, finished_at: str, done_id: int) -> int:
         """Mark records left queued or running by a dead worker ``interrupted``."""
 
+    def flush(self) -> None:
+        """Wait until every save queued so far is written (shutdown)."""
+
     def close(self) -> None:
         """Write what is pending and release the database."""
