@@ -176,9 +176,14 @@ return {status_id, done_id}
 """
 
 # KEYS: record. ARGV: record json, status, done id or ''. A store save, unless
-# a reaper ended the task (a worker cut off from Redis, thought dead, came back).
+# a reaper ended the task (a worker cut off from Redis, thought dead, came back)
+# or it would turn a finished record back (an older save landing after the
+# hub's final write).
 SAVE_RECORD = """
 if redis.call('HEXISTS', KEYS[1], 'reaped') == 1 then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+local finished = status and status ~= 'queued' and status ~= 'running'
+if finished and (ARGV[2] == 'queued' or ARGV[2] == 'running') then return 0 end
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'status', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'done_id', ARGV[3]) end
 return 1
