@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import click
 
-from .cli_output import Output, make_output
 from .client import (Conflict, Done, TaskClient, TaskEvent, TaskstreamError,
                      decode_stream, parse_event)
+
+if TYPE_CHECKING:  # rich loads only when a command shows progress, not in the server
+    from .cli_output import Output
 
 #: How ``run`` and ``watch`` exit, by the task's final status.
 EXIT_CODES = {"succeeded": 0, "failed": 1, "interrupted": 3, "cancelled": 130}
@@ -145,6 +147,8 @@ def run_command(name: str, pairs: tuple[str, ...], url: str, token: str | None, 
     stopped it, 130 when it was cancelled or on Ctrl-C, 4 when the server
     could not be reached.
     """
+    from .cli_output import make_output
+
     source: TaskSource = LocalTasks() if local else _client(url, token)
     try:
         try:
@@ -167,6 +171,8 @@ def run_command(name: str, pairs: tuple[str, ...], url: str, token: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="Print each event as one JSON line.")
 def watch_command(task_id: str, url: str, token: str | None, as_json: bool) -> None:
     """Follow a running task's progress (Ctrl-C stops watching, not the task)."""
+    from .cli_output import make_output
+
     sys.exit(_follow(_client(url, token), task_id, make_output(as_json=as_json),
                      ctrl_c=lambda source, output: False))
 
