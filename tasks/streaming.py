@@ -40,9 +40,11 @@ class EventStream:
 
     def __iter__(self) -> Iterator[bytes]:
         subscriber = self.opening.subscriber
+        first, self.opening.frames = self.opening.frames, b""  # held by thousands of idle streams
         try:
             # gunicorn writes the headers and this first chunk itself.
-            yield encode_retry(self.retry_ms) + self.opening.frames
+            yield encode_retry(self.retry_ms) + first
+            del first
             if subscriber is None:
                 return
             if self._socket is not None:
