@@ -36,7 +36,8 @@ class TaskSource(Protocol):
     def task_types(self) -> list[dict[str, Any]]: ...
     def start(self, name: str, params: dict[str, Any]) -> dict[str, Any]: ...
     def cancel(self, task_id: str) -> dict[str, Any]: ...
-    def events(self, task_id: str) -> Iterator[TaskEvent]: ...
+    def events(self, task_id: str, *,
+               last_event_id: int | None = None) -> Iterator[TaskEvent]: ...
     def close(self) -> None: ...
 
 
@@ -196,10 +197,11 @@ def _follow(source: TaskSource, task_id: str, output: Output, *,
             ctrl_c: Callable[[TaskSource, Output], bool]) -> int:
     """Show the task's events until ``done``; the exit code."""
     final: dict[str, Any] | None = None
+    shown: list[int] = []  # ids of the events shown: after Ctrl-C, go on from the last
     try:
         with output:
             try:
-                final = _read(source, task_id, output)
+                final = _read(source, task_id, output, shown)
             except KeyboardInterrupt:
                 output.pause()
                 if not ctrl_c(source, output):
@@ -212,7 +214,7 @@ def _follow(source: TaskSource, task_id: str, output: Output, *,
                     pass  # it finished meanwhile: show how
                 output.note(f"cancelling task {task_id}...")
                 output.resume()
-                final = _read(source, task_id, output)
+                final = _read(source, task_id, output, shown)
     except KeyboardInterrupt:
         return EXIT_CTRL_C
     except TaskstreamError as exc:
@@ -224,8 +226,10 @@ def _follow(source: TaskSource, task_id: str, output: Output, *,
     return EXIT_CODES.get(final["status"], 1)
 
 
-def _read(source: TaskSource, task_id: str, output: Output) -> dict[str, Any] | None:
-    for event in source.events(task_id):
+def _read(source: TaskSource, task_id: str, output: Output,
+          shown: list[int]) -> dict[str, Any] | None:
+    for event in source.events(task_id, last_event_id=shown[-1] if shown else None):
+        shown.append(event.id)
         output.event(event)
         if isinstance(event, Done):
             return event.record
@@ -297,6 +301,7 @@ class LocalTasks:
         from .engine import TaskEngine
 
         self.engine: TaskEngine = current_app.extensions["tasks"]
+        self._on_sigint = _deliver_ctrl_c_to_this_greenlet()
 
     def task_types(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self.engine.task_types()]
@@ -320,10 +325,12 @@ class LocalTasks:
     def close(self) -> None:
         """Stop the engine: its records reach the store before the process ends."""
         self.engine.close()
+        self._on_sigint.cancel()
 
-    def events(self, task_id: str) -> Iterator[TaskEvent]:
+    def events(self, task_id: str, *,
+               last_event_id: int | None = None) -> Iterator[TaskEvent]:
         """The same frames a server would send, read from the hub's subscriber."""
-        opening = self.engine.open_stream(task_id, None)
+        opening = self.engine.open_stream(task_id, last_event_id)
         subscriber = opening.subscriber
         try:
             yield from _parse_frames(opening.frames)
@@ -336,6 +343,18 @@ class LocalTasks:
         finally:
             if subscriber is not None:
                 self.engine.hub.unsubscribe(subscriber)
+
+
+def _deliver_ctrl_c_to_this_greenlet() -> Any:
+    """Ctrl-C as a KeyboardInterrupt in the calling greenlet. Python's own
+    handler raises it in whichever greenlet runs, usually gevent's hub, which
+    prints it to stderr before passing it on; ``run`` handles it quietly."""
+    import signal
+
+    import gevent
+
+    caller = gevent.getcurrent()
+    return gevent.signal_handler(signal.SIGINT, caller.throw, KeyboardInterrupt)
 
 
 def _parse_frames(frames: bytes) -> Iterator[TaskEvent]:

@@ -214,3 +214,22 @@ def test_the_bar_moves_in_a_terminal(live, cli_env):
     assert len(seen) >= 4 and seen == sorted(seen) and seen[-1] == 100.0, seen
     assert len(re.findall(r"\d+\.\d% \d+/40", screen)) == 1, "redrawn in place, not repeated"
     assert "ETA" in screen and "/s" in screen and "step 40" in screen
+
+
+def test_ctrl_c_in_a_local_run_cancels_the_task_quietly(cli_env):
+    process = subprocess.Popen([FLASK, "--app", "server", "tasks", "run", "demo", "--local",
+                                "-p", "steps=200", "-p", "delay=0.05"], cwd=ROOT, env=cli_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True)
+    try:
+        first = process.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("demo"), first
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "cancelling task" in err and "cancelled" in err
+    assert "KeyboardInterrupt" not in err and "Traceback" not in err
+    assert out.rstrip().endswith("demo cancelled")

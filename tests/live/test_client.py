@@ -8,7 +8,7 @@ import pytest
 
 from tasks.client import (BadRequest, ConnectionFailed, Conflict, Done, Log, NotFound,
                           Progress, Snapshot, Status, TaskCancelled, TaskClient, TaskFailed,
-                          Unauthorized)
+                          TaskInterrupted, Unauthorized)
 from tests.live.proxy import Proxy
 from tests.live.server import LiveServer, free_port
 
@@ -123,3 +123,26 @@ def test_no_server_raises_connection_failed():
     with TaskClient(f"http://127.0.0.1:{free_port()}", timeout=2) as client, \
             pytest.raises(ConnectionFailed, match="cannot reach"):
         client.list()
+
+
+def test_events_follow_a_task_across_a_server_restart(make_live):
+    """kill -9 mid-task, a new server on the same port and database: the
+    client reconnects on its own and ends with the task ``interrupted``."""
+    server = make_live(FAST_RETRY)
+    with TaskClient(server.url, read_timeout=10, give_up_after=30) as client:
+        record = client.start("demo", {"steps": 200, "delay": 0.05})
+        events = client.events(record["id"])
+        seen = []
+        for event in events:
+            seen.append(event)
+            if isinstance(event, Progress) and event.current >= 3:
+                break
+        server.kill_worker()
+        make_live(FAST_RETRY, port=server.port)
+        seen += list(events)
+        with pytest.raises(TaskInterrupted) as info:
+            client.wait(record["id"])
+    assert isinstance(seen[-1], Done) and seen[-1].status == "interrupted"
+    assert info.value.error and info.value.error["type"] == "Interrupted"
+    ids = [e.id for e in seen]
+    assert ids == sorted(set(ids))
