@@ -55,19 +55,25 @@ export function applyEvent(record, type, data) {
   return record;
 }
 
+/** @param {string} status 0 queued, 1 running, 2 finished */
+function stage(status) {
+  return isFinished(status) ? 2 : status === "running" ? 1 : 0;
+}
+
 /**
- * Combine what we hold with a record fetched or received whole: a finished
- * record wins, and an older fetch never moves progress backwards.
+ * Combine what we hold with a record fetched or received whole. A record
+ * fetched a moment ago may be older than the events already applied, so
+ * neither the status nor the progress moves backwards.
  * @param {TaskRecord | undefined} held
  * @param {TaskRecord} fresh
  * @returns {TaskRecord}
  */
 export function merge(held, fresh) {
   if (!held) return fresh;
-  if (isFinished(held.status) && !isFinished(fresh.status)) return held;
-  if (!isFinished(fresh.status) && fresh.progress.current < held.progress.current) {
-    return { ...fresh, status: held.status, progress: held.progress,
-             started_at: fresh.started_at ?? held.started_at };
+  if (stage(fresh.status) < stage(held.status)) return held;
+  if (stage(fresh.status) === stage(held.status) && !isFinished(fresh.status)
+      && fresh.progress.current < held.progress.current) {
+    return { ...fresh, progress: held.progress };
   }
   return fresh;
 }
