@@ -190,6 +190,7 @@ def test_a_redis_restart_mid_stream_is_survived(tmp_path):
         stream.until_end(timeout=10)  # the reader lost Redis: the stream ends...
         assert stream.body.rstrip().split(b"\n")[-1].startswith(b"retry: ")  # ...saying come back
         stream.close()
+        time.sleep(1)  # the task keeps running; its events wait in the worker
         redis.start()
         events = list(stream.events)
         deadline = time.monotonic() + 20
@@ -207,6 +208,7 @@ def test_a_redis_restart_mid_stream_is_survived(tmp_path):
         status, _, body = server.request("GET", f"/api/tasks/{record['id']}")
         assert status == 200 and body["status"] == "succeeded" and body["result"] == {"steps": 60}
         assert len(seen) >= 3
+        assert "writing events: Redis unavailable" in server.log
     finally:
         server.stop()
         redis.stop()
