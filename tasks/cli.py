@@ -374,14 +374,19 @@ def _parse_frames(frames: bytes) -> Iterator[TaskEvent]:
               help="Seconds of silence to hold a stream open, to catch idle time-outs.")
 @click.option("--resumes", type=int, default=5, show_default=True,
               help="How many times to drop and resume the stream.")
-def doctor_command(url: str, token: str | None, idle: float, resumes: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor_command(url: str, token: str | None, idle: float, resumes: int,
+                   as_json: bool) -> None:
     """Check a deployment from outside: latency, buffering, compression,
     idle time-outs and resume, with the proxy fix for each problem found."""
-    from .doctor import print_report, run_checks
+    from .doctor import FAIL, describe, print_report, run_checks
 
     try:
         findings = run_checks(url, token=token, idle=idle, resumes=resumes,
                               progress=lambda text: click.echo(text, err=True))
     except TaskstreamError as exc:
         _fail(f"cannot run the checks against {url}: {exc}")
+    if as_json:
+        click.echo(json.dumps({"findings": describe(findings)}, indent=2))
+        sys.exit(1 if any(f.level == FAIL for f in findings) else 0)
     sys.exit(print_report(findings))

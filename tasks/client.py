@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
+# The WHATWG line and field parsers httpx-sse uses itself; not re-exported, so
+# this leans on the pinned 0.4.3 (requirements.txt) for frames without a response.
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 __all__ = [

@@ -3,6 +3,7 @@ proxies that buffer, compress or time out idle streams (each named, with its
 fix)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,13 +48,16 @@ def test_a_buffering_proxy_is_named_with_the_fix(live, tmp_path):
     assert "X-Accel-Buffering: no is missing" in result.stdout
 
 
-def test_a_gzip_proxy_is_named(live):
+def test_a_gzip_proxy_is_named(live, tmp_path):
     with Proxy(live.url, "gzip") as proxy:
-        findings = by_check(run_checks(proxy.url, idle=1, resumes=2, seed=1))
-    assert findings["compression"].level == FAIL
-    assert "Content-Encoding: gzip" in findings["compression"].summary
-    assert "gzip off" in findings["compression"].nginx
-    assert findings["resume"].level == OK, findings["resume"].summary
+        result = doctor_cli(proxy.url, tmp_path, "--idle", "1", "--resumes", "2", "--json")
+    assert result.returncode == 1, result.stdout
+    findings = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert findings["compression"]["level"] == FAIL
+    assert "Content-Encoding: gzip" in findings["compression"]["summary"]
+    assert "gzip off" in findings["compression"]["nginx"]
+    assert "text/event-stream" in findings["compression"]["caddy"]
+    assert findings["resume"]["level"] == OK, findings["resume"]["summary"]
 
 
 def test_a_proxy_idle_timeout_shorter_than_the_heartbeat_is_named(make_live):
