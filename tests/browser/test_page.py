@@ -70,13 +70,20 @@ def test_cancel_from_the_page(live: LiveServer, pages: Pages) -> None:
     screenshot(page, "04-cancelled")
 
 
-def test_a_task_started_by_the_api_appears(live: LiveServer, pages: Pages) -> None:
+def test_tasks_started_by_the_api_appear(live: LiveServer, pages: Pages) -> None:
     page = pages.new(live.url)
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
-    record = live.start_task("demo", steps=5, delay=0.05)
-    task = row(page, record["id"])
-    expect(task).to_have_attribute("data-status", "succeeded")
-    expect(task.locator(".count")).to_have_text("5 / 5")
+    done = live.start_task("demo", steps=5, delay=0.05)
+    failed = live.start_task("demo", steps=8, delay=0.02, fail_at=6)
+    running = live.start_task("demo", steps=400, delay=0.05, message="counting")
+    expect(row(page, done["id"])).to_have_attribute("data-status", "succeeded")
+    expect(row(page, done["id"]).locator(".count")).to_have_text("5 / 5")
+    expect(row(page, failed["id"])).to_have_attribute("data-status", "failed")
+    expect(row(page, running["id"])).to_have_attribute("data-status", "running")
+    expect(row(page, running["id"]).locator(".eta")).to_contain_text("ETA")
+    screenshot(page, "00-overview")
+    live.request("POST", f"/api/tasks/{running['id']}/cancel")
+    expect(row(page, running["id"])).to_have_attribute("data-status", "cancelled")
 
 
 def test_finished_tasks_are_listed_on_load(live: LiveServer, pages: Pages) -> None:
@@ -184,3 +191,29 @@ def test_detail_view_of_an_unknown_task(live: LiveServer, pages: Pages) -> None:
     pages.allow(r"status of 404")  # Chrome logs the refused fetch itself
     page = pages.new(f"{live.url}/tasks/no-such-task")
     expect(page.locator("#detail-error")).to_contain_text("no task with this id", timeout=WAIT_MS)
+
+
+def test_the_form_follows_any_schema(live: LiveServer, pages: Pages) -> None:
+    """Booleans become checkboxes and an empty nullable field sends null; the
+    task type is made up, so the server's refusal shows above the button."""
+    def add_type(route):  # type: ignore[no-untyped-def]
+        body = route.fetch().json()
+        body["task_types"].insert(0, {
+            "name": "flags", "title": "Flags", "description": "A made-up type",
+            "params": {"loud": {"type": "boolean", "default": True, "required": False},
+                       "label": {"type": "string", "default": None, "required": False,
+                                 "nullable": True, "maxLength": 5}}})
+        route.fulfill(json=body)
+
+    sent = []
+    pages.context.route("**/api/task-types", add_type)
+    pages.context.on("request", lambda r: r.method == "POST" and sent.append(r.post_data_json))
+    pages.allow(r"status of 400")  # Chrome logs the refused POST itself
+    page = pages.new(live.url)
+    expect(page.locator("#task-description")).to_have_text("A made-up type")
+    assert page.locator("#param-loud").get_attribute("type") == "checkbox"
+    assert page.locator("#param-label").get_attribute("maxlength") == "5"
+    page.uncheck("#param-loud")
+    page.click("#start-button")
+    expect(page.locator("#form-error")).to_contain_text("flags")
+    assert sent == [{"name": "flags", "params": {"loud": False, "label": None}}]
