@@ -81,6 +81,11 @@ def post_worker_init(worker):
         return
     import gevent
 
+    from tasks import watchdog
+
+    # Names any greenlet (and task) that holds the event loop too long (PITFALLS 2).
+    watchdog.start(engine.settings.get("TASKS_BLOCK_REPORT", 0))
+
     def shut_down_with_worker():
         # gunicorn's SIGTERM handler only clears `alive`; streams never end by
         # themselves, so end them, or the worker waits out its whole grace

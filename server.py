@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from flask import Flask
 
+from tasks import limits, metrics, security
 from tasks.api import bp as api_blueprint, register_error_handlers
 from tasks.cli import tasks_cli
 from tasks.config import load_settings
@@ -31,6 +32,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings["TASKS_MAX_BODY"]
     app.json.sort_keys = False  # records keep the field order of API.md
     TaskEngine(app)
+    limits.init_app(app)
+    metrics.init_app(app)
+    security.init_app(app)
     app.register_blueprint(api_blueprint)
     app.register_blueprint(web_blueprint)
     app.register_blueprint(health_blueprint)
@@ -45,6 +49,9 @@ if __name__ == "__main__":
     from gevent.pywsgi import WSGIServer
 
     logging.basicConfig(level=logging.INFO)
+    from tasks import watchdog
+
+    watchdog.start(app.config["TASKS_BLOCK_REPORT"])
     port = int(os.environ.get("PORT", "8000"))
     print(f"Taskstream on http://127.0.0.1:{port}/ (Ctrl-C stops)")
     try:

@@ -8,13 +8,15 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .engine import TaskEngine
 from .errors import APIError, Unauthorized, UnsupportedMediaType
+from .hub import Opening
+from .limits import Limits
 from .records import STATUSES
 from .streaming import HEADERS, event_stream_response
 
@@ -29,6 +31,15 @@ _MAX_IDEMPOTENCY_KEY = 200
 
 def engine() -> TaskEngine:
     return current_app.extensions["tasks"]  # type: ignore[no-any-return]
+
+
+def limits() -> Limits | None:
+    return current_app.extensions.get("tasks_limits")
+
+
+def client_address() -> str:
+    """``remote_addr``: the proxy's, unless ProxyFix passes the client's on."""
+    return request.remote_addr or "unknown"
 
 
 @bp.before_request
@@ -58,6 +69,8 @@ def task_types() -> Any:
 
 @bp.post("/tasks")
 def create_task() -> Any:
+    if (caps := limits()) is not None:
+        caps.create.take(client_address())  # 429 past TASKS_CREATE_RATE
     body = _json_body()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
@@ -98,21 +111,32 @@ def task_events(task_id: str) -> Response:
     if request.method == "HEAD":  # headers only: no subscriber to release later
         engine().get(task_id)
         return Response(headers=HEADERS, content_type="text/event-stream; charset=utf-8")
-    opening = engine().open_stream(task_id, _last_event_id())
-    return _stream(opening)
+    return _stream(lambda last_id: engine().open_stream(task_id, last_id))
 
 
 @bp.get("/events")
 def all_events() -> Response:
-    return _stream(engine().open_global_stream(_last_event_id()))
+    return _stream(engine().open_global_stream)
 
 
-def _stream(opening: Any) -> Response:
+def _stream(open_: Callable[[int | None], Opening]) -> Response:
+    """Take a place under the stream caps (503/429 past them), then open the
+    stream; the response's close gives the place back."""
+    caps = limits()
+    release = caps.streams.acquire(client_address()) if caps is not None else None
+    try:
+        opening = open_(_last_event_id())
+    except BaseException:
+        if release is not None:
+            release(None)
+        raise
+    if caps is not None:
+        caps.streams.follow(opening.subscriber)
     settings = engine().settings
     return event_stream_response(
         opening, heartbeat=settings["TASKS_HEARTBEAT"],
         retry_range=(settings["TASKS_RETRY_MIN_MS"], settings["TASKS_RETRY_MAX_MS"]),
-        unsubscribe=engine().hub.unsubscribe)
+        unsubscribe=engine().hub.unsubscribe, on_close=release)
 
 
 def _last_event_id() -> int | None:

@@ -35,6 +35,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*" or "://" not in origin:
+            raise ValueError(f"{origin!r} is not an exact origin like https://example.com")
+    return origins
+
+
 def _backend(text: str) -> str:
     if text not in ("memory", "redis"):
         raise ValueError("must be 'memory' or 'redis'")
@@ -106,6 +121,26 @@ SETTINGS: tuple[Setting, ...] = (
             "Folder the hash_files task may read under."),
     Setting("TASKS_FAST_PATH", True, _bool,
             "Write stream events straight to sockets under gunicorn's gevent worker."),
+    Setting("TASKS_MAX_STREAMS", 20000, _non_negative_int,
+            "Open event streams per worker; past it a stream request gets 503 "
+            "(0: no cap)."),
+    Setting("TASKS_MAX_STREAMS_PER_CLIENT", 0, _non_negative_int,
+            "Open event streams per client address; past it 429 (0: no cap). Behind "
+            "a proxy every client shares its address unless the real one is passed on."),
+    Setting("TASKS_CREATE_RATE", 50.0, _non_negative_float,
+            "Task creations per second per client address, on average; past it "
+            "POST /api/tasks answers 429 (0: no limit)."),
+    Setting("TASKS_CREATE_BURST", 200, _positive_int,
+            "Task creations a client address may make at once before "
+            "TASKS_CREATE_RATE applies."),
+    Setting("TASKS_CORS_ORIGINS", (), _origins,
+            "Comma-separated exact origins (https://a.example) whose pages may read "
+            "/api/ with GET, event streams included; empty: no CORS."),
+    Setting("TASKS_METRICS_TOKEN", None, _optional_str,
+            "When set, GET /metrics needs this bearer token; else /metrics is open."),
+    Setting("TASKS_BLOCK_REPORT", 0.5, _non_negative_float,
+            "Seconds a greenlet may hold the event loop before the server log names "
+            "it (and its task) under gunicorn (0: off)."),
 )
 
 

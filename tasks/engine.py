@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gevent
 import gevent.event
@@ -35,6 +36,7 @@ class _Job:
     task_type: TaskType
     params: dict[str, Any]
     stopping: Status | None = None   # CANCELLED or INTERRUPTED once asked to stop
+    started: float | None = None     # time.monotonic() when it began running
 
 
 class TaskEngine:
@@ -57,6 +59,14 @@ class TaskEngine:
                              execute=self._execute, abandon=self._abandon)
         self.accepting = True
         self._jobs: dict[str, _Job] = {}
+        # For /metrics (metrics.py reads these at scrape time): counted here,
+        # the same on both backends.
+        self.created_total = 0
+        self.finished_total: Counter[str] = Counter()
+        self.emitted_total: Counter[str] = Counter()
+        self.progress_reports = 0
+        #: Called with each finished record and its running time in seconds.
+        self.on_finish: list[Callable[[Record, float], None]] = []
         self._idempotent: dict[str, gevent.event.AsyncResult[tuple[Record, bool]]] = {}
         interrupted = self.store.interrupt_unfinished(
             finished_at=format_time(time.time()), done_id=event_id_now(0))
@@ -127,7 +137,8 @@ class TaskEngine:
         self.hub.create(record)
         self.runner.submit(record["id"])
         pending.set((record, False))
-        log.info("task %s queued (%s)", record["id"], task_type.name)
+        self.created_total += 1
+        log.info("task=%s name=%s status=queued", record["id"], task_type.name)
         return record, True
 
     def get(self, task_id: str) -> Record:
@@ -165,7 +176,7 @@ class TaskEngine:
             job.stopping = Status.CANCELLED
             if self.runner.cancel(task_id, TaskCancelled) == "queued":
                 self._finish(task_id, Status.CANCELLED)
-            log.info("task %s cancel requested", task_id)
+            log.info("task=%s name=%s cancel requested", task_id, job.task_type.name)
 
     def open_stream(self, task_id: str, last_id: int | None) -> Opening:
         """A task's stream; an Opening with no frames and no subscriber means 204."""
@@ -192,12 +203,14 @@ class TaskEngine:
         if record is None or record["status"] != Status.RUNNING:
             return  # progress after the end is dropped, not an error
         record["progress"] = progress
+        self.progress_reports += 1
         self.hub.progress(task_id, progress)
 
     def report_log(self, task_id: str, level: str, message: str) -> None:
         record = self.hub.record(task_id)
         if record is None or record["status"] != Status.RUNNING:
             return
+        self.emitted_total["log"] += 1
         self.hub.emit(task_id, "log", {"level": level, "message": message})
 
     # -- running ---------------------------------------------------------------
@@ -207,8 +220,12 @@ class TaskEngine:
         record = self.hub.record(task_id)
         assert record is not None
         record.update(status=Status.RUNNING.value, started_at=format_time(time.time()))
+        job.started = time.monotonic()
+        _name_greenlet(task_id, job.task_type.name)
         self.store.save(record)
+        self.emitted_total["status"] += 1
         self.hub.emit(task_id, "status", {"status": Status.RUNNING.value})
+        log.debug("task=%s name=%s status=running", task_id, job.task_type.name)
         ctx = TaskContext(self, task_id, job.params)
         try:
             result = job.task_type.func(ctx, **job.params)
@@ -217,7 +234,7 @@ class TaskEngine:
             # Cancellation and shutdown are BaseExceptions: end the record, don't re-raise
             self._finish(task_id, job.stopping or Status.CANCELLED)
         except Exception as exc:
-            log.exception("task %s (%s) failed", task_id, job.task_type.name)
+            log.exception("task=%s name=%s status=failed", task_id, job.task_type.name)
             self._finish(task_id, job.stopping or Status.FAILED, error=error_info(exc))
         else:
             self._finish(task_id, job.stopping or Status.SUCCEEDED, result=result)
@@ -236,11 +253,17 @@ class TaskEngine:
             error = {"type": "Interrupted", "message": "the worker shut down before the task ended"}
         record.update(status=status.value, finished_at=format_time(time.time()),
                       result=result if status is Status.SUCCEEDED else None, error=error)
-        del self._jobs[task_id]
+        job = self._jobs.pop(task_id)
         self.hub.emit(task_id, "status", {"status": status.value})
         self.hub.emit(task_id, "done", record)
         self.store.save(record, done_id=self.hub.done_id(task_id))
-        log.info("task %s %s", task_id, status.value)
+        duration = time.monotonic() - job.started if job.started is not None else 0.0
+        self.emitted_total.update(("status", "done"))
+        self.finished_total[status.value] += 1
+        for hook in self.on_finish:
+            hook(record, duration)
+        log.info("task=%s name=%s status=%s duration=%.3fs", task_id, job.task_type.name,
+                 status.value, duration)
 
     # -- shutdown ----------------------------------------------------------------
 
@@ -276,6 +299,14 @@ class TaskEngine:
         return {"running": self.runner.running_count, "queued": self.runner.queued_count,
                 "subscribers": self.hub.subscriber_count(),
                 "direct_streams": self.hub.direct_count()}
+
+
+def _name_greenlet(task_id: str, name: str) -> None:
+    """Name the task's greenlet, so gevent's reports and the watchdog
+    (watchdog.py) say which task blocked the loop."""
+    current = gevent.getcurrent()
+    if isinstance(current, gevent.Greenlet):
+        current.name = f"task={task_id} name={name}"
 
 
 def error_info(exc: BaseException) -> dict[str, str]:

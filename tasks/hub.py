@@ -64,6 +64,7 @@ class MemoryHub:
         self._idle.set()
         self._publisher: gevent.Greenlet[[], None] | None = None
         self.events_emitted = 0
+        self.events_delivered = 0  # events handed to subscribers, one per subscriber
 
     # -- emitting --------------------------------------------------------
 
@@ -133,7 +134,9 @@ class MemoryHub:
         if not events or not event_log.subscribers:
             return
         chunk = encode_chunk(b"".join([e.frame for e in events]))  # framed once for all
-        for count, subscriber in enumerate(list(event_log.subscribers), 1):
+        subscribers = list(event_log.subscribers)
+        self.events_delivered += len(events) * len(subscribers)  # once a batch: /metrics
+        for count, subscriber in enumerate(subscribers, 1):
             subscriber.deliver(events, chunk)
             if count % _DELIVERIES_PER_YIELD == 0:
                 gevent.sleep(0)

@@ -28,9 +28,11 @@ class EventStream:
     """WSGI body of one stream; ``close()`` always unsubscribes, even unstarted."""
 
     def __init__(self, opening: Opening, *, retry_ms: int, heartbeat: float,
-                 unsubscribe: Callable[[Subscriber], None]) -> None:
+                 unsubscribe: Callable[[Subscriber], None],
+                 on_close: Callable[[Subscriber | None], None] | None = None) -> None:
         self.opening, self.retry_ms, self.heartbeat = opening, retry_ms, heartbeat
         self._unsubscribe = unsubscribe
+        self._on_close = on_close  # gives back the stream's place (limits.py), once
         self._closed = False
         self._socket: Any = None
 
@@ -105,17 +107,26 @@ class EventStream:
         self._closed = True
         if self.opening.subscriber is not None:
             self._unsubscribe(self.opening.subscriber)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self.opening.subscriber)
 
 
 def event_stream_response(opening: Opening, *, retry_range: tuple[int, int], heartbeat: float,
-                          unsubscribe: Callable[[Subscriber], None]) -> Response:
+                          unsubscribe: Callable[[Subscriber], None],
+                          on_close: Callable[[Subscriber | None], None] | None = None
+                          ) -> Response:
     """200 with the stream, or 204 when there is nothing more to send (the
-    reconnect after ``done``: EventSource then stops reconnecting)."""
+    reconnect after ``done``: EventSource then stops reconnecting).
+    ``on_close`` runs once when the response ends (at once for a 204)."""
     if opening.subscriber is None and not opening.frames:
+        if on_close is not None:
+            on_close(None)
         return Response(status=204, headers=HEADERS)
     # Jittered, so a restart does not bring every client back at once (PITFALLS 10).
     retry_ms = random.randint(*retry_range)
-    body = EventStream(opening, retry_ms=retry_ms, heartbeat=heartbeat, unsubscribe=unsubscribe)
+    body = EventStream(opening, retry_ms=retry_ms, heartbeat=heartbeat, unsubscribe=unsubscribe,
+                       on_close=on_close)
     return Response(body, status=200, headers=HEADERS,
                     content_type="text/event-stream; charset=utf-8", direct_passthrough=True)
 
