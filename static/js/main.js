@@ -238,14 +238,14 @@ async function startDetail(taskId) {
 /**
  * Re-check the stream when the page comes back from the back-forward cache
  * (it looks connected but is not, PITFALLS 15) and when the network returns.
- * @param {{recheck(): void}} stream
+ * @param {{recheck(): void, markOffline(): void}} stream
  */
 function watchPage(stream) {
   addEventListener("pageshow", (event) => {
     if (event.persisted) stream.recheck();
   });
   addEventListener("online", () => stream.recheck());
-  addEventListener("offline", () => showConnection("offline", false));
+  addEventListener("offline", () => stream.markOffline());
 }
 
 /** Before reopening a refused stream: a 401 there means ask for the token. */

@@ -97,7 +97,14 @@ export class EventStream {
     if (!this.source || this.source.readyState === EventSource.CLOSED) {
       this.failures = 0;
       this.open();
+    } else {
+      this.setState(this.source.readyState === EventSource.OPEN ? "connected" : "reconnecting");
     }
+  }
+
+  /** The browser says the network is gone (the `offline` event). */
+  markOffline() {
+    if (!this.finished) this.setState("offline");
   }
 
   /**
@@ -204,6 +211,8 @@ export class SharedStream {
     navigator.locks.request(this.name, () => {
       this.lead();
       return new Promise(() => {});
+    }).catch(() => {
+      if (!this.isLeader) this.lead(); // locks refused (e.g. a sandboxed frame): stream alone
     });
     this.channel.postMessage({ kind: "hello" });
   }
@@ -233,5 +242,10 @@ export class SharedStream {
   recheck() {
     if (this.isLeader) this.stream.recheck();
     else this.channel?.postMessage({ kind: "hello" });
+  }
+
+  markOffline() {
+    if (this.isLeader) this.stream.markOffline();
+    else this.onState("offline", false);
   }
 }

@@ -104,3 +104,18 @@ def test_tabs_share_one_connection(live: LiveServer, pages: Pages) -> None:
     assert pages.count(EVENTS) == 2
     resumed = [url for url in pages.requests if EVENTS in url][-1]
     assert "lastEventId=" in resumed, resumed
+
+
+def test_offline_is_shown_and_the_page_comes_back(live: LiveServer, pages: Pages) -> None:
+    page = pages.new(live.url)
+    connection = page.locator("#connection")
+    expect(connection).to_have_attribute("data-state", "connected")
+    pages.allow(r"Failed to load resource: net::ERR_")  # Chrome logs the cut stream
+    pages.context.set_offline(True)
+    expect(connection).to_have_attribute("data-state", "offline")
+    expect(connection).to_contain_text("Offline")
+    pages.context.set_offline(False)
+    expect(connection).to_have_attribute("data-state", "connected", timeout=15_000)
+    record = live.start_task("demo", steps=3, delay=0.05)
+    expect(page.locator(f'.task[data-task-id="{record["id"]}"]')).to_have_attribute(
+        "data-status", "succeeded")
