@@ -129,6 +129,7 @@ def test_kill_9_mid_task_then_restart_marks_it_interrupted(tmp_path):
         assert status == 200 and body["status"] == "interrupted"
         with StreamReader(again.url, events_path(record), {"Last-Event-ID": last_id}) as stream:
             events = stream.until_end()
+        assert stream.status == 200 and events, (stream.status, stream.body, last_id)
         assert events[-1].type == "done" and events[-1].json["status"] == "interrupted"
         assert int(events[-1].id) > int(last_id), "done after a crash still sorts after"
     finally:
