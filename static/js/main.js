@@ -5,7 +5,7 @@
  * /api/events stream) or the detail view (`/tasks/<id>`: one task's stream,
  * its log and result).
  */
-import { ApiError, request, setTokenPrompt, streamUrl, withId } from "./api.js";
+import { ApiError, getToken, request, setTokenPrompt, streamUrl, withId } from "./api.js";
 import { StartForm } from "./form.js";
 import { applyEvent, isFinished, merge, toRecord } from "./records.js";
 import { EventStream, SharedStream } from "./stream.js";
@@ -265,7 +265,7 @@ async function checkAccess() {
 function promptToken(reason) {
   const dialog = /** @type {HTMLDialogElement} */ ($(document, "#token-dialog"));
   const input = /** @type {HTMLInputElement} */ ($(dialog, "#token-input"));
-  const hadToken = Boolean(sessionStorage.getItem("taskstream.token"));
+  const hadToken = Boolean(getToken());
   showError($(dialog, "#token-error"), hadToken ? `That token was refused: ${reason}` : null);
   input.value = "";
   return new Promise((resolve) => {

@@ -217,3 +217,29 @@ def test_the_form_follows_any_schema(live: LiveServer, pages: Pages) -> None:
     page.click("#start-button")
     expect(page.locator("#form-error")).to_contain_text("flags")
     assert sent == [{"name": "flags", "params": {"loud": False, "label": None}}]
+
+
+def test_detail_view_resumes_after_being_hidden_without_repeats(live: LiveServer,
+                                                                pages: Pages) -> None:
+    """A hidden tab gives its connection back; shown again, it resumes from
+    the last event id, and no log line or progress is repeated."""
+    record = live.start_task("demo", steps=40, delay=0.05)
+    page = pages.new(f"{live.url}/tasks/{record['id']}")
+    task = page.locator("#detail-task .task")
+    expect(task).to_have_attribute("data-status", "running")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    page.wait_for_timeout(400)
+    page.evaluate("""() => {
+        Object.defineProperty(document, "visibilityState", {value: "visible", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""")
+    expect(task).to_have_attribute("data-status", "succeeded")
+    expect(task.locator(".count")).to_have_text("40 / 40")
+    expect(page.locator("#log .message")).to_have_text(["counted 40 steps"])
+    streams = [url for url in pages.requests if "/events" in url]
+    assert len(streams) == 2, streams
+    assert "lastEventId=" in streams[1] and not streams[1].endswith("lastEventId=0")
