@@ -3,6 +3,7 @@
 Every value can be set from the environment; ``-b HOST:PORT`` (and other
 command-line flags) override this file.
 """
+import logging
 import os
 import resource
 import time
@@ -83,6 +84,13 @@ def post_worker_init(worker):
 
     from tasks import watchdog
 
+    # The engine's lines (task=<id> name=<type> status=...) go to gunicorn's
+    # error log, in its format; without this only warnings reach stderr.
+    tasks_log = logging.getLogger("tasks")
+    if not tasks_log.handlers:
+        tasks_log.handlers = list(worker.log.error_log.handlers)
+        tasks_log.setLevel(worker.log.error_log.level)
+        tasks_log.propagate = False
     # Names any greenlet (and task) that holds the event loop too long (PITFALLS 2).
     watchdog.start(engine.settings.get("TASKS_BLOCK_REPORT", 0))
 
