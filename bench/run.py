@@ -764,6 +764,7 @@ def main() -> int:
     ap.add_argument("--out", default=os.path.join(BENCH, "results.json"), help="JSON results (default bench/results.json)")
     a = ap.parse_args()
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGHUP, _on_term)
     ncpu = os.cpu_count() or 1
