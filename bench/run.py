@@ -11,6 +11,7 @@ writes JSON.
   .venv/bin/python bench/run.py --only S1,S3
   .venv/bin/python bench/run.py --env TASKS_FAST_PATH=0 --name portable
   .venv/bin/python bench/run.py --cmd 'node peer_node.js {port}' --cwd ../peers --name node
+  .venv/bin/python bench/run.py --report bench/results.json bench/results-portable.json   # side by side
 
 Scenarios (bench/README.md says what each figure means):
   S1 fan-out   1 task -> N readers (100, 1000, 5000); `rate` (delay 0.05 s) and `fast` (delay 0);
@@ -713,6 +714,18 @@ def tables(results: dict) -> str:
     return "\n".join(out)
 
 
+def report(paths: list[str]) -> str:
+    """The tables of several result files (e.g. the fast path, the portable path), one row per server."""
+    merged: dict = {"servers": {}}
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)
+        for name, sv in res["servers"].items():
+            key = name if name not in merged["servers"] else f"{name} ({os.path.basename(path)})"
+            merged["servers"][key] = sv
+    return tables(merged)
+
+
 def row_line(name: str, r: dict) -> str:
     """One line per run on stderr while running."""
     c, s = r.get("client", {}), r.get("server", {})
@@ -762,7 +775,12 @@ def main() -> int:
     ap.add_argument("--idle-wait", type=float, default=None,
                     help="wait up to this many s before each run for the machine to be idle (default 20; 3 with --quick)")
     ap.add_argument("--out", default=os.path.join(BENCH, "results.json"), help="JSON results (default bench/results.json)")
+    ap.add_argument("--report", nargs="+", metavar="JSON",
+                    help="run nothing: print the tables of these result files, their servers side by side")
     a = ap.parse_args()
+    if a.report:
+        print(report(a.report))
+        return 0
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_term)
