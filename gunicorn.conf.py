@@ -106,3 +106,12 @@ def post_worker_init(worker):
         worker.log.info("Taskstream shut down in %.1f s", time.monotonic() - started)
 
     gevent.spawn(shut_down_with_worker)
+
+
+def worker_int(worker):
+    # SIGINT and SIGQUIT (gunicorn's quick shutdown) and --reload end a worker
+    # 0.1 s after this hook: no grace period, but running tasks still end
+    # `interrupted` and their streams still get `done`, in about a second.
+    engine = getattr(worker.wsgi, "extensions", {}).get("tasks")
+    if engine is not None:
+        engine.shutdown(0)

@@ -222,4 +222,32 @@ def test_a_short_soak_leaves_no_subscriber_and_no_fd_behind(make_live):
                        out=io.StringIO())
     assert figures["streams"] > 200 and figures["reset"] > 20, figures
     assert figures["subscribers_end"] == 0, figures
-    assert figures["fds_idle_end"] <= figures["fds_idle_start"] + 1, figures
+    # +2: the SQLite store's checkpoint opens and closes a second connection,
+    # and SQLite defers closing that fd while the first holds locks on the
+    # file (reused by the next open: bounded, not a leak).
+    assert figures["fds_idle_end"] <= figures["fds_idle_start"] + 2, figures
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "reload"])
+def test_quick_shutdown_and_reload_still_end_tasks_interrupted_with_done(tmp_path, how):
+    """SIGINT/SIGQUIT and ``--reload`` give no grace period (gunicorn exits the
+    worker 0.1 s after its worker_int hook), yet the running task ends
+    ``interrupted`` and its stream gets ``done``."""
+    watched = tmp_path / "watched.py"
+    watched.write_text("x = 1\n")
+    args = ["--reload", "--reload-extra-file", str(watched)] if how == "reload" else []
+    live = LiveServer(tmp_path, {"TASKS_HEARTBEAT": "1"}, args=args).start()
+    try:
+        record = live.start_task(steps=1000, delay=0.1)
+        with StreamReader(live.url, events_path(record)) as stream:
+            stream.until(lambda evs: any(e.type == "progress" for e in evs))
+            if how == "reload":
+                time.sleep(1.5)  # the reloader polls mtimes once a second
+                watched.write_text("x = 2\n")
+            else:
+                live.process.send_signal(signal.SIGINT)
+            events = stream.until_end(timeout=15)
+        assert events[-1].type == "done", stream.summary()
+        assert events[-1].json["status"] == "interrupted"
+    finally:
+        live.stop()
