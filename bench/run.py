@@ -626,6 +626,8 @@ def notes(r: dict) -> str:
         out.append(f"{c['closed_early']} streams ended before `done`")
     if c.get("id_violations"):
         out.append(f"{c['id_violations']} id violations")
+    if c.get("progress_not_newer"):
+        out.append(f"{c['progress_not_newer']} progress events not newer than the stream had")
     return "; ".join(out)
 
 

@@ -312,6 +312,7 @@ static char type_name[MAXTYPES][32];
 static uint64_t type_count[MAXTYPES];
 static int ntypes;
 static uint64_t events_total, bytes_total, id_violations, id_unparsed, current_went_back, chunk_errors;
+static uint64_t progress_not_newer; /* progress whose current is not above what the stream had (snapshot included) */
 static int launched, inflight, established, open_now, retry_first;
 static int fail_connect, fail_timeout, fail_badhdr, fail_status, closed_done, closed_early;
 static int status_codes[600];
@@ -390,6 +391,7 @@ static void on_event(sse_t *p, const char *type, const char *data, int dlen) {
     if (q) {
         long long cur = strtoll(q, NULL, 10);
         if (c->cur >= 0 && cur < c->cur && !is_snap) current_went_back++;
+        if (is_prog && c->cur >= 0 && cur <= c->cur) progress_not_newer++;
         if (cur > max_current) max_current = cur;
         if (cur > bucket(t)->maxcur) bucket(t)->maxcur = cur;
         if (is_snap && c->base < 0) c->base = cur;
@@ -534,6 +536,14 @@ static int parse_head(conn_t *c, int headlen) {
 }
 
 static void post_finished(int i); /* POST mode: a response was complete */
+static int post_stopping;
+
+/* POST mode: a request failed (reset, closed kept-alive connection): count it, reconnect */
+static void post_failed(int i) {
+    post_errors++;
+    conn_close(&conns[i], END_EARLY);
+    if (!post_stopping) { post_reconnects++; conn_open(i); }
+}
 
 /* body bytes for conn i; returns 1 if the body ended */
 static int feed_body(int i, const char *s, int n) {
@@ -556,19 +566,17 @@ static void conn_read(int i, long budget) {
         ssize_t r = read(c->fd, buf, want);
         if (r < 0) {
             if (errno == EAGAIN || errno == EINTR) return;
-            if (c->state == ST_HEADERS) conn_close(c, END_BADHDR);
-            else if (post_mode) { post_errors++; conn_close(c, END_EARLY); }
+            if (post_mode) post_failed(i);
+            else if (c->state == ST_HEADERS) conn_close(c, END_BADHDR);
             else stream_ended(c);
             return;
         }
         if (r == 0) { /* closed by the server */
-            if (c->state == ST_HEADERS) {
-                if (post_mode && c->hlen == 0) { post_errors++; conn_close(c, END_EARLY); }
-                else conn_close(c, END_BADHDR);
-            } else if (post_mode) {
-                if (c->body.kind == B_CLOSE) post_finished(i);
-                else { post_errors++; conn_close(c, END_EARLY); }
-            } else stream_ended(c);
+            if (post_mode) {
+                if (c->state == ST_STREAM && c->body.kind == B_CLOSE) post_finished(i);
+                else post_failed(i);
+            } else if (c->state == ST_HEADERS) conn_close(c, END_BADHDR);
+            else stream_ended(c);
             return;
         }
         budget -= r;
@@ -628,8 +636,6 @@ static void conn_read(int i, long budget) {
 }
 
 /* ------------------------------------------------------------ POST mode */
-static int post_stopping;
-
 static void post_finished(int i) {
     conn_t *c = &conns[i];
     post_requests++;
@@ -647,7 +653,7 @@ static void post_finished(int i) {
     open_now--;
     inflight++;
     c->state = ST_HEADERS;
-    if (!send_request(i)) { post_errors++; conn_close(c, END_EARLY); }
+    if (!send_request(i)) post_failed(i);
 }
 
 /* ------------------------------------------------------------- selftest */
@@ -812,10 +818,10 @@ static void report_sse(const char *url, const char *stop_reason, double t_end, i
     printf(" \"events\": {");
     for (int i = 0; i < ntypes; i++) printf("%s\"%s\": %llu", i ? ", " : "", type_name[i], (unsigned long long)type_count[i]);
     printf("}, \"events_total\": %llu, \"comments\": %llu, \"id_violations\": %llu, \"id_unparsed\": %llu, "
-           "\"current_went_back\": %llu, \"chunk_errors\": %llu, \"lines_truncated\": %llu,\n",
+           "\"current_went_back\": %llu, \"progress_not_newer\": %llu, \"chunk_errors\": %llu, \"lines_truncated\": %llu,\n",
            (unsigned long long)events_total, (unsigned long long)comments, (unsigned long long)id_violations,
-           (unsigned long long)id_unparsed, (unsigned long long)current_went_back, (unsigned long long)chunk_errors,
-           (unsigned long long)truncated);
+           (unsigned long long)id_unparsed, (unsigned long long)current_went_back,
+           (unsigned long long)progress_not_newer, (unsigned long long)chunk_errors, (unsigned long long)truncated);
     printf(" \"bytes\": %llu, \"first_event_s\": %.3f, \"last_event_s\": %.3f, \"max_current\": %lld,\n",
            (unsigned long long)bytes_total, t_first_ev, t_last_ev, max_current);
     printf(" \"events_per_s\": %.1f, \"bytes_per_s\": %.1f,\n", all_span ? events_total / all_span : 0.0,
@@ -990,7 +996,7 @@ int main(int argc, char **argv) {
                 if (err || (evs[k].events & (EPOLLERR | EPOLLHUP))) { conn_close(c, END_CONNECT); continue; }
                 if (!send_request(i)) conn_close(c, END_CONNECT);
             } else if (c->state == ST_HEADERS && c->sending) { /* POST: rest of the request */
-                if (!send_request(i)) { post_errors++; conn_close(c, END_EARLY); }
+                if (!send_request(i)) post_failed(i);
             } else if (c->state == ST_HEADERS || c->state == ST_STREAM) {
                 conn_read(i, c->slow && c->state == ST_STREAM ? 0 : 1L << 30);
             }
