@@ -257,6 +257,11 @@ class Server:
         if self.proc:
             self.proc.stop()
             self.proc = None
+            for suffix in ("", "-wal", "-shm"):  # the run's records are not needed afterwards
+                try:
+                    os.remove(os.path.join(self.workdir, f"tasks-{self.runs}.sqlite3{suffix}"))
+                except OSError:
+                    pass
         deadline = time.time() + 10  # the port must be free for the next start
         while time.time() < deadline:
             try:
