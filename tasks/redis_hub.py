@@ -44,6 +44,10 @@ _READ_BLOCK_MS = 5000
 _GLOBAL_BATCH = 500
 #: Longest back-off between two attempts while Redis is away.
 _MAX_BACKOFF = 2.0
+#: All-tasks events a worker keeps for Redis during an outage, in buffers of
+#: TASKS_GLOBAL_EVENT_BUFFER; past it they are dropped and the stream's floor
+#: raised, so resuming clients get a fresh snapshot instead of a silent gap.
+_GLOBAL_QUEUE_BUFFERS = 10
 
 
 @dataclass(eq=False)
@@ -89,6 +93,7 @@ class RedisHub(MemoryHub):
         self._owned: dict[str, _Owned] = {}
         self._to_write: dict[_Owned, None] = {}
         self._global_queue: list[tuple[str, str, bytes]] = []
+        self._global_gap = False
         self._written: dict[str, int] = {}      # stream key -> newest id Redis confirmed
         self._follows: dict[str, _RemoteLog] = {}
         self._write_wakeup = gevent.event.Event()
@@ -135,6 +140,11 @@ class RedisHub(MemoryHub):
         self._global_queue.append(("progress", task_id, data_line))
 
     def _touch(self, owned: _Owned | None) -> None:
+        if len(self._global_queue) > _GLOBAL_QUEUE_BUFFERS * self._conn.global_buffer:
+            log.warning("Redis away too long: dropping %d all-tasks events; clients "
+                        "resuming /api/events get a fresh snapshot", len(self._global_queue))
+            self._global_queue.clear()
+            self._global_gap = True
         if owned is not None:
             self._to_write[owned] = None
         self._written_all.clear()
@@ -166,6 +176,9 @@ class RedisHub(MemoryHub):
         sent: list[tuple[str, _Owned, int, int, bool]] = []
         pipe = self._redis.pipeline(transaction=False)
         try:
+            gap = self._global_gap
+            if gap:  # events were dropped: resuming from before them means a snapshot
+                pipe.set(self._keys.global_floor, event_id_now(0))
             for owned in batch:
                 task_id = owned.record["id"]
                 self._flush_owned_progress(task_id, owned)
@@ -191,6 +204,9 @@ class RedisHub(MemoryHub):
                     keys=[self._keys.global_events, self._keys.global_floor], args=args,
                     client=pipe)
             results = pipe.execute()
+            if gap:
+                self._global_gap = False
+                results = results[1:]
         except BaseException:
             for owned in batch:
                 self._to_write[owned] = None  # try again next round, ids unchanged

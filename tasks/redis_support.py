@@ -26,8 +26,11 @@ from .events import Event, make_event
 
 log = logging.getLogger("tasks.redis")
 
-#: What a lost or refused connection raises; everything else is a bug.
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+#: What Redis can raise: a lost or refused connection, a time-out, or an error
+#: reply (out of memory, a read-only replica after a fail-over). Each means
+#: "the backend cannot do this now": 503 for the API, back off and retry for
+#: the greenlets.
+REDIS_ERRORS = (redis.RedisError,)
 
 
 class Keys:
@@ -119,11 +122,14 @@ end
 # Writes a batch of a task's events and its live record, unless a reaper that
 # thought this worker dead has ended the task. Returns 0 (reaped), 1, or 2
 # when the record had vanished (Redis lost its data): the caller re-indexes.
-FLUSH_TASK = """
+FLUSH_TASK = _LAST_ID + """
 if redis.call('HEXISTS', KEYS[1], 'reaped') == 1 then return 0 end
+local top = last_id(KEYS[2], 0)
 for i = 10, #ARGV, 3 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], ARGV[i] .. '-0',
-             't', ARGV[i + 1], 'd', ARGV[i + 2])
+  if tonumber(ARGV[i]) > top then  -- a retry after a lost reply resends a batch
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], ARGV[i] .. '-0',
+               't', ARGV[i + 1], 'd', ARGV[i + 2])
+  end
 end
 local fresh = redis.call('HSETNX', KEYS[1], 'floor', ARGV[4])
 redis.call('HSET', KEYS[1], 'record', ARGV[1], 'status', ARGV[2], 'last_id', ARGV[3],
@@ -217,14 +223,16 @@ def to_event(raw_id: bytes, fields: dict[bytes, bytes], task_id: str | None) -> 
 
 
 def stream_holds(info: Any, *, floor: int, after: int) -> bool:
-    """Whether a stream still holds every event after ``after``: not below its
-    floor, and past its first entry once trimming has evicted older ones."""
-    if not isinstance(info, dict) or after < floor:
+    """Whether a stream still holds every event after ``after``: while nothing
+    was trimmed, any earlier id (``Last-Event-ID: 0``) replays the whole
+    history, as on the memory backend; after trimming, not below its floor
+    and past its first entry."""
+    if not isinstance(info, dict):
         return False
     last = parse_entry_id(info["last-generated-id"])
     if after > last:
         return False  # an id from the future (another deployment): start afresh
-    if info.get("entries-added", 0) > info.get("length", 0):
-        first = info.get("first-entry")
-        return first is not None and after >= parse_entry_id(first[0])
-    return True
+    if info.get("entries-added", 0) <= info.get("length", 0):
+        return True
+    first = info.get("first-entry")
+    return after >= floor and first is not None and after >= parse_entry_id(first[0])
