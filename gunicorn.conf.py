@@ -82,6 +82,8 @@ def post_worker_init(worker):
         return
     import gevent
 
+    engine.recover()  # before the first request: tasks a dead worker left are interrupted
+
     from tasks import watchdog
 
     # The engine's lines (task=<id> name=<type> status=...) go to gunicorn's

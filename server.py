@@ -54,6 +54,7 @@ if __name__ == "__main__":
     watchdog.start(app.config["TASKS_BLOCK_REPORT"])
     port = int(os.environ.get("PORT", "8000"))
     print(f"Taskstream on http://127.0.0.1:{port}/ (Ctrl-C stops)")
+    app.extensions["tasks"].recover()
     try:
         WSGIServer(("127.0.0.1", port), app).serve_forever()
     except KeyboardInterrupt:

@@ -68,11 +68,11 @@ class TaskEngine:
         #: Called with each finished record and its running time in seconds.
         self.on_finish: list[Callable[[Record, float], None]] = []
         self._idempotent: dict[str, gevent.event.AsyncResult[tuple[Record, bool]]] = {}
-        interrupted = self.store.interrupt_unfinished(
-            finished_at=format_time(time.time()), done_id=event_id_now(0))
-        if interrupted:
-            log.warning("marked %d task(s) left unfinished by a stopped worker as interrupted",
-                        interrupted)
+        self._recovered = False
+        # Only a process that serves may decide that unfinished records are
+        # orphans: `flask tasks ...` commands create the app too, while a live
+        # server may be running those very tasks.
+        app.before_request(self.recover)
         app.extensions["tasks"] = self
 
     def _backend(self, config: Any) -> tuple[RecordStore, MemoryHub]:
@@ -92,6 +92,19 @@ class TaskEngine:
         store = RedisStore(connections)
         return store, RedisHub(connections, store, backlog=config["TASKS_SUBSCRIBER_BACKLOG"],
                                cancel=self._cancel_if_here)
+
+    def recover(self) -> None:
+        """Once per process, before serving: mark the tasks a dead worker left
+        queued or running as interrupted (gunicorn's worker calls this at
+        start; otherwise the first request does)."""
+        if self._recovered:
+            return
+        self._recovered = True
+        interrupted = self.store.interrupt_unfinished(
+            finished_at=format_time(time.time()), done_id=event_id_now(0))
+        if interrupted:
+            log.warning("marked %d task(s) left unfinished by a stopped worker as interrupted",
+                        interrupted)
 
     # -- the API's operations -------------------------------------------------
 
@@ -276,7 +289,6 @@ class TaskEngine:
         self.accepting = False
         log.info("shutting down: %d running, %d queued", self.runner.running_count,
                  self.runner.queued_count)
-        self.hub.end_global_streams("shutdown")
         for task_id in self.runner.take_queued():
             self._jobs[task_id].stopping = Status.INTERRUPTED
             self._finish(task_id, Status.INTERRUPTED)
@@ -284,7 +296,9 @@ class TaskEngine:
             for job in self._jobs.values():
                 job.stopping = job.stopping or Status.INTERRUPTED
             self.runner.interrupt_running(timeout=1.0)
-        self.hub.drain(timeout=1.0)  # the interrupted tasks' done events go out first
+        # The interrupted tasks' done events go out first, on the all-tasks
+        # stream too; then every stream ends with a last retry:.
+        self.hub.drain(timeout=1.0)
         self.hub.end_streams("shutdown")
         self.store.flush()
 

@@ -51,6 +51,7 @@ class EventLog:
     def __init__(self, *, capacity: int) -> None:
         self.events: deque[Event] = deque(maxlen=capacity)
         self.last_id = event_id_now(0)
+        self.first_id = self.last_id    # the log's start: nothing happened before it
         self.floor = self.last_id
         self.published_id = self.last_id
         self.subscribers: set[Subscriber] = set()
@@ -64,8 +65,14 @@ class EventLog:
         return event
 
     def since(self, last_id: int) -> list[Event] | None:
-        """Events after ``last_id``, or None when that gap is no longer held."""
-        if last_id < self.floor or last_id > self.last_id:
+        """Events after ``last_id``, or None when that gap is no longer held.
+
+        An id from before the log began (``Last-Event-ID: 0``, say) gets the
+        whole history while none of it has been evicted yet.
+        """
+        if last_id < self.floor and not (last_id < self.first_id == self.floor):
+            return None
+        if last_id > self.last_id:
             return None
         newer: list[Event] = []
         for event in reversed(self.events):

@@ -162,6 +162,11 @@ class MemoryHub:
         done_id = task_log.done_id
         if done_id is not None and last_id is not None and last_id >= done_id:
             return Opening(b"", None)  # the view answers 204
+        if task_log.pending_progress is not None:
+            # A snapshot carries the id of the newest event it reflects: give
+            # the progress it would show its id first (others get it as usual).
+            self._flush_progress(task_log)
+            self._mark(task_log)
         replay = task_log.since(last_id) if last_id is not None else None
         if replay is None and done_id is not None:
             # done is the last event a task appends, so the log always holds it
