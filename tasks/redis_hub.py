@@ -94,7 +94,7 @@ class RedisHub(MemoryHub):
         self._to_write: dict[_Owned, None] = {}
         self._global_queue: list[tuple[str, str, bytes]] = []
         self._global_gap = False
-        self._written: dict[str, int] = {}      # stream key -> newest id Redis confirmed
+        self._written: dict[str, int] = {}      # followed stream -> newest id Redis confirmed
         self._follows: dict[str, _RemoteLog] = {}
         self._write_wakeup = gevent.event.Event()
         self._written_all = gevent.event.Event()
@@ -215,7 +215,8 @@ class RedisHub(MemoryHub):
         for (task_id, owned, count, last, has_done), result in zip(sent, results):
             del owned.queue[:count]
             owned.acked_id = last
-            self._written[self._keys.events(task_id)] = last
+            if self._keys.events(task_id) in self._follows:  # only drain() reads these
+                self._written[self._keys.events(task_id)] = last
             if result == 0 and not owned.reaped:
                 owned.reaped = True
                 log.warning("task %s was ended by another worker that thought this one "
@@ -417,14 +418,20 @@ class RedisHub(MemoryHub):
         finally:
             if self._follows.get(follow.key) is follow:
                 del self._follows[follow.key]
+                self._forget_written(follow.key)
 
     def _stop_reader_if_unused(self, follow: _RemoteLog) -> None:
         if follow.subscribers:
             return
         if self._follows.get(follow.key) is follow:
             del self._follows[follow.key]
+            self._forget_written(follow.key)
         if follow.reader is not None and follow.reader is not gevent.getcurrent():
             follow.reader.kill(block=False)
+
+    def _forget_written(self, key: str) -> None:
+        if key != self._keys.global_events:
+            self._written.pop(key, None)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         follow = subscriber.log
