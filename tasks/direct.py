@@ -22,10 +22,14 @@ import os
 import socket
 from typing import Any
 
-#: Kernel send buffer for stream sockets: big enough for bursts to fast
-#: readers, small enough that a slow reader's backlog merges in user space
-#: instead of aging in the kernel (issue 7: stale progress behind full buffers).
-SEND_BUFFER = 64 * 1024
+#: Kernel send buffer for stream sockets, and the most bytes the kernel may
+#: hold not yet sent (TCP_NOTSENT_LOWAT): room for bursts to fast readers,
+#: while a slow reader's backlog waits in user space, where progress merges,
+#: instead of aging in the kernel (issue 7: peers' slow readers saw progress
+#: 10 s stale behind full socket buffers).
+SEND_BUFFER = 32 * 1024
+NOT_SENT_LIMIT = 1024
+_TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux
 
 
 class DirectWriter:
@@ -74,5 +78,6 @@ def direct_socket(environ: dict[str, Any], *, enabled: bool) -> Any | None:
 def tune_socket(sock: Any) -> None:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, NOT_SENT_LIMIT)
     except OSError:
-        pass
+        pass  # not TCP (a Unix socket behind a proxy): the defaults will do

@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+import logging
+
 import gevent.event
 
 from .records import event_id_now
@@ -25,6 +27,8 @@ from .sse import encode_event
 
 if TYPE_CHECKING:
     from .direct import DirectWriter
+
+log = logging.getLogger("tasks")
 
 
 @dataclass(slots=True)
@@ -179,6 +183,9 @@ class Subscriber:
     def end(self, reason: str) -> None:
         if not self.ended:
             self.ended = reason
+            if reason in ("gap", "backlog"):
+                log.info("a reader fell behind (%s): its stream ends, the client resumes by id "
+                         "(cursor %d, floor %d)", reason, self.cursor, self.log.floor)
         self._wake.set()
 
     def info(self) -> dict[str, Any]:

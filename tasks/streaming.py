@@ -39,6 +39,8 @@ class EventStream:
     def allow_direct(self, environ: dict[str, Any], *, enabled: bool) -> None:
         """Called with the outermost WSGI environ when nothing wraps this body."""
         self._socket = direct_socket(environ, enabled=enabled)
+        if environ.get("gunicorn.socket") is not None:  # TLS too: small kernel backlog
+            tune_socket(environ["gunicorn.socket"])
 
     def __iter__(self) -> Iterator[bytes]:
         subscriber = self.opening.subscriber
@@ -65,17 +67,16 @@ class EventStream:
             if subscriber.ended == "shutdown":
                 frames += encode_retry(self.retry_ms)  # come back, to another worker
             if frames:
-                yield frames
+                yield frames  # events may arrive while gunicorn writes: go round again
             elif not woke:
                 yield KEEP_ALIVE
-            if subscriber.ended:
+            if subscriber.ended and not subscriber.has_pending:
                 return
 
     def _follow_direct(self, subscriber: Subscriber, sock: Any) -> None:
         """Stay parked in this greenlet while the publisher writes events
         straight to ``sock``; write here only what it could not (a slow
         reader's tail and merged backlog), keep-alives and the last retry."""
-        tune_socket(sock)
         writer = DirectWriter(sock)
         subscriber.writer = writer
         while not self._closed:
