@@ -21,5 +21,9 @@ run: venv
 test: venv
 	$(BIN)/python -m gevent.monkey --module pytest $(PYTEST_ARGS)
 
+# The benchmark (bench/README.md): BENCH_ARGS=--quick for a smoke run.
+bench: venv
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache
