@@ -19,6 +19,7 @@ run: venv
 
 # gevent's monkey patching must come before pytest imports anything.
 test: venv
+	scripts/system-deps
 	$(BIN)/python -m gevent.monkey --module pytest $(PYTEST_ARGS)
 
 # The benchmark (bench/README.md): BENCH_ARGS=--quick for a smoke run.

@@ -187,7 +187,3 @@ class Subscriber:
                 log.info("a reader fell behind (%s): its stream ends, the client resumes by id "
                          "(cursor %d, floor %d)", reason, self.cursor, self.log.floor)
         self._wake.set()
-
-    def info(self) -> dict[str, Any]:
-        return {"cursor": self.cursor, "ended": self.ended, "merged": self.merged,
-                "pending": len(self._pending)}

@@ -216,10 +216,6 @@ class MemoryHub:
 
     # -- lifecycle ---------------------------------------------------------
 
-    def end_global_streams(self, reason: str) -> None:
-        for subscriber in list(self._global.subscribers):
-            subscriber.end(reason)
-
     def end_streams(self, reason: str) -> None:
         """End every open stream (shutdown): handlers write a last retry: and return."""
         for event_log in [self._global, *self._logs.values()]:
