@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TestStream
 from tests.sse_parser import SSEParser
+from tests.test_limits import let_readers_connect
 
 FUZZ = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -70,6 +71,8 @@ def check(rv) -> None:
             if rv.status_code >= 400:
                 assert set(rv.json["error"]) == {"code", "message"}
     finally:
+        if rv.mimetype == "text/event-stream":
+            let_readers_connect()
         rv.close()
 
 

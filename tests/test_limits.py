@@ -1,5 +1,6 @@
 """Overload limits: stream caps per worker and per client, and the rate of
 task creation per client (tasks/limits.py)."""
+import gevent
 import pytest
 
 from tasks.config import ConfigError, load_settings
@@ -10,6 +11,13 @@ from tests.conftest import TestStream
 def start(client, **kwargs):
     return client.post("/api/tasks", json={"name": "demo", "params": {"steps": 1, "delay": 0}},
                        **kwargs)
+
+
+def let_readers_connect():
+    """On Redis, a stream closed the instant it opened kills its hub reader
+    while it connects, and redis-py then leaks the socket (it closes it only
+    on OSError): a ResourceWarning in some later test. Give readers a moment."""
+    gevent.sleep(0.02)
 
 
 def streams_open(app):
@@ -31,8 +39,10 @@ def test_the_worker_stream_cap_answers_503_with_retry_after_and_frees_on_close(m
         assert streams_open(app) == 1
         third = TestStream(client.get("/api/events"))
         assert third.read().startswith(b"retry:")
+        let_readers_connect()
         third.close()
     finally:
+        let_readers_connect()
         first.close()
         second.close()
     assert streams_open(app) == 0
@@ -50,6 +60,7 @@ def test_the_per_client_cap_answers_429_and_counts_addresses_apart(make_app):
         assert "Retry-After" in refused.headers
         assert other.read().startswith(b"retry:")
     finally:
+        let_readers_connect()
         mine.close()
         other.close()
     assert streams_open(app) == 0

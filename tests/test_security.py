@@ -3,6 +3,7 @@ import pytest
 
 from tasks.security import CSP
 from tests.conftest import TestStream
+from tests.test_limits import let_readers_connect
 
 ORIGINS = "https://a.example, https://b.example"
 
@@ -33,6 +34,7 @@ def test_streams_carry_the_headers_too(client):
         assert_hardened(stream.response)
         assert stream.read().startswith(b"retry:")
     finally:
+        let_readers_connect()
         stream.close()
 
 
@@ -51,6 +53,7 @@ def test_listed_origins_may_read_api_gets_and_streams(make_app):
         assert stream.response.headers["Access-Control-Allow-Origin"] == "https://a.example"
         assert stream.read().startswith(b"retry:")
     finally:
+        let_readers_connect()
         stream.close()
     other = client.get("/api/tasks", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
