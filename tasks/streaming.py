@@ -44,16 +44,17 @@ class EventStream:
 
     def __iter__(self) -> Iterator[bytes]:
         subscriber = self.opening.subscriber
-        first, self.opening.frames = self.opening.frames, b""  # held by thousands of idle streams
+        first, self.opening.frames = self.opening.frames, b""
         try:
-            # gunicorn writes the headers and this first chunk itself.
+            if subscriber is not None and self._socket is not None:
+                # gunicorn writes the headers and the retry: field, and keeps
+                # hold of that chunk while the stream lasts: keep it small.
+                yield encode_retry(self.retry_ms)
+                self._follow_direct(subscriber, self._socket, first)
+                return
             yield encode_retry(self.retry_ms) + first
             del first
-            if subscriber is None:
-                return
-            if self._socket is not None:
-                self._follow_direct(subscriber, self._socket)
-            else:
+            if subscriber is not None:
                 yield from self._follow(subscriber)
         finally:
             self.close()
@@ -73,11 +74,14 @@ class EventStream:
             if subscriber.ended and not subscriber.has_pending:
                 return
 
-    def _follow_direct(self, subscriber: Subscriber, sock: Any) -> None:
+    def _follow_direct(self, subscriber: Subscriber, sock: Any, first: bytes) -> None:
         """Stay parked in this greenlet while the publisher writes events
-        straight to ``sock``; write here only what it could not (a slow
-        reader's tail and merged backlog), keep-alives and the last retry."""
+        straight to ``sock``; write here only the opening frames and what the
+        publisher could not (a slow reader's tail and merged backlog),
+        keep-alives and the last retry."""
         writer = DirectWriter(sock)
+        if first:
+            writer.unsent = encode_chunk(first)  # goes out first; the publisher queues behind it
         subscriber.writer = writer
         while not self._closed:
             woke = subscriber.has_pending or bool(subscriber.ended)
