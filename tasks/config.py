@@ -127,9 +127,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TASKS_MAX_STREAMS_PER_CLIENT", 0, _non_negative_int,
             "Open event streams per client address; past it 429 (0: no cap). Behind "
             "a proxy every client shares its address unless the real one is passed on."),
-    Setting("TASKS_CREATE_RATE", 50.0, _non_negative_float,
+    Setting("TASKS_CREATE_RATE", 0.0, _non_negative_float,
             "Task creations per second per client address, on average; past it "
-            "POST /api/tasks answers 429 (0: no limit)."),
+            "POST /api/tasks answers 429 (0, the default: no limit; 50 suits a "
+            "public server)."),
     Setting("TASKS_CREATE_BURST", 200, _positive_int,
             "Task creations a client address may make at once before "
             "TASKS_CREATE_RATE applies."),
