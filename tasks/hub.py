@@ -195,6 +195,10 @@ class MemoryHub:
         event_log.subscribers.add(subscriber)
         return Opening(frames, subscriber)
 
+    def backend_problem(self, *, timeout: float) -> str | None:
+        """Why the backend cannot be reached, or None: memory always can."""
+        return None
+
     def drain(self, timeout: float) -> bool:
         """Wait until every emitted event has been handed to its subscribers."""
         return bool(self._idle.wait(timeout))

@@ -468,10 +468,21 @@ class RedisHub(MemoryHub):
             gevent.sleep(0.01)
         return False
 
-    def end_global_streams(self, reason: str) -> None:
-        follow = self._follows.get(self._keys.global_events)
-        for subscriber in list(follow.subscribers if follow else ()):
-            subscriber.end(reason)
+    def backend_problem(self, *, timeout: float) -> str | None:
+        """Why Redis cannot be reached (a PING bounded by ``timeout``), or None."""
+        deadline = gevent.Timeout(timeout)
+        deadline.start()
+        try:
+            self._conn.commands.ping()
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise  # someone else's time-out: not ours to swallow
+            return f"Redis did not answer PING within {timeout:g} s"
+        except REDIS_ERRORS as exc:
+            return f"Redis is unreachable: {exc}"
+        finally:
+            deadline.close()
+        return None
 
     def end_streams(self, reason: str) -> None:
         for follow in list(self._follows.values()):
