@@ -84,6 +84,13 @@ def post_worker_init(worker):
 
     engine.recover()  # before the first request: tasks a dead worker left are interrupted
 
+    # gevent accepts up to 100 connections per loop turn, and each costs
+    # gunicorn and Flask a few hundred µs: a burst of new streams would hold
+    # up fan-out to the open ones. Fewer per turn keeps their latency even.
+    from gevent.server import StreamServer
+
+    StreamServer.max_accept = 16
+
     from tasks import watchdog
 
     # The engine's lines (task=<id> name=<type> status=...) go to gunicorn's
