@@ -31,7 +31,8 @@ _WHERE = {"task": "registry", "Range": "registry", "MaxLength": "registry",
           "Registry": "registry", "TaskContext": "context", "TaskEngine": "engine",
           "TaskCancelled": "runner", "TaskInterrupted": "runner", "Status": "records"}
 
-__all__ = list(_WHERE)
+__all__ = ["task", "Range", "MaxLength", "Registry", "TaskContext", "TaskEngine",
+           "TaskCancelled", "TaskInterrupted", "Status"]
 
 
 def __getattr__(name: str) -> Any:

@@ -145,6 +145,7 @@ class StreamReader:
         self.ended = False
         self.status, self.headers = self._read_head()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        self._take(b"")  # the body may have come in with the headers
 
     def _read_head(self) -> tuple[int, dict[str, str]]:
         while b"\r\n\r\n" not in self.raw:
@@ -193,11 +194,14 @@ class StreamReader:
         if not data:
             self.ended = True
             return False
+        self._take(data)
+        return not self.ended
+
+    def _take(self, data: bytes) -> None:
         self.raw += data
         body = self._decode()
         self.body += body
         self.parser.feed(body.decode())
-        return not self.ended
 
     def until(self, predicate: Any, timeout: float = 15) -> list[SSEEvent]:
         """Read until ``predicate(events)`` holds; fails after ``timeout``."""
