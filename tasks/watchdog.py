@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import gevent
@@ -65,7 +66,10 @@ def start(seconds: float) -> bool:
     gevent.config.print_blocking_reports = False
     gevent.config.monitor_thread = True
     gevent_events.subscribers.append(_on_event)
-    gevent.get_hub().start_periodic_monitoring_thread()
+    with warnings.catch_warnings():
+        # gevent would also watch memory, which needs psutil; we only watch for blocking.
+        warnings.filterwarnings("ignore", message="Unable to monitor memory usage")
+        gevent.get_hub().start_periodic_monitoring_thread()
     _started = True
     return True
 
