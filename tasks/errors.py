@@ -42,6 +42,18 @@ class QueueFull(APIError):
     status, code = 429, "queue_full"
 
 
+class RateLimited(APIError):
+    status, code = 429, "rate_limited"
+
+
+class TooManyClientStreams(APIError):
+    status, code = 429, "too_many_streams"
+
+
+class TooManyStreams(APIError):
+    status, code = 503, "too_many_streams"
+
+
 class ShuttingDown(APIError):
     status, code = 503, "shutting_down"
 

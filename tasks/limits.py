@@ -16,23 +16,11 @@ from typing import Any, Callable, Mapping
 
 from flask import Flask
 
-from .errors import APIError
+from .errors import RateLimited, TooManyClientStreams, TooManyStreams
 from .events import Subscriber
 
 #: Client addresses whose buckets are kept before full (idle) ones are dropped.
 _MAX_BUCKETS = 10_000
-
-
-class TooManyStreams(APIError):
-    status, code = 503, "too_many_streams"
-
-
-class TooManyClientStreams(APIError):
-    status, code = 429, "too_many_streams"
-
-
-class RateLimited(APIError):
-    status, code = 429, "rate_limited"
 
 
 class StreamLimits:

@@ -4,7 +4,8 @@ import gevent
 import pytest
 
 from tasks.config import ConfigError, load_settings
-from tasks.limits import CreateRate, RateLimited
+from tasks.errors import RateLimited
+from tasks.limits import CreateRate
 from tests.conftest import TestStream
 
 

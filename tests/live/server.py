@@ -33,8 +33,10 @@ def free_port() -> int:
 
 class LiveServer:
     def __init__(self, tmp_path: Path, env: dict[str, str] | None = None, *,
-                 args: list[str] | None = None, port: int | None = None) -> None:
+                 args: list[str] | None = None, port: int | None = None,
+                 app_uri: str = "server:app") -> None:
         self.tmp_path = tmp_path
+        self.app_uri = app_uri
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
@@ -46,7 +48,7 @@ class LiveServer:
     def start(self, timeout: float = 30) -> "LiveServer":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [GUNICORN, "-c", "gunicorn.conf.py", "server:app", "-b", f"127.0.0.1:{self.port}",
+            [GUNICORN, "-c", "gunicorn.conf.py", self.app_uri, "-b", f"127.0.0.1:{self.port}",
              *self.args],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from gevent import monkey
 
 from tasks import TaskContext, task
-from tests.live.server import GUNICORN, ROOT, LiveServer, StreamReader
+from tests.live.server import ROOT, LiveServer, StreamReader
 
 pytestmark = pytest.mark.live
 
@@ -41,32 +40,6 @@ def live_app():
     imports this module to call it)."""
     from server import app
     return app
-
-
-class AppServer(LiveServer):
-    """LiveServer serving ``app_uri`` instead of ``server:app``."""
-
-    def __init__(self, *args, app_uri: str, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.app_uri = app_uri
-
-    def start(self, timeout: float = 30) -> "AppServer":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [GUNICORN, "-c", "gunicorn.conf.py", self.app_uri, "-b", f"127.0.0.1:{self.port}",
-             *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"gunicorn exited:\n{self.log}"
-            try:
-                if self.request("GET", "/healthz", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer in {timeout} s:\n{self.log}")
 
 
 def events_path(record):
@@ -91,7 +64,7 @@ def worker_pid(server):
 
 
 def test_the_watchdog_names_the_task_that_blocks_the_loop(tmp_path):
-    server = AppServer(tmp_path, {"TASKS_BLOCK_REPORT": "0.2"},
+    server = LiveServer(tmp_path, {"TASKS_BLOCK_REPORT": "0.2"},
                        app_uri="tests.live.test_hardening:live_app()").start()
     try:
         record = server.start_task("t_block_loop", seconds=1.0)
@@ -109,7 +82,7 @@ def test_the_watchdog_names_the_task_that_blocks_the_loop(tmp_path):
 
 
 def test_a_block_report_of_zero_turns_the_watchdog_off(tmp_path):
-    server = AppServer(tmp_path, {"TASKS_BLOCK_REPORT": "0"},
+    server = LiveServer(tmp_path, {"TASKS_BLOCK_REPORT": "0"},
                        app_uri="tests.live.test_hardening:live_app()").start()
     try:
         record = server.start_task("t_block_loop", seconds=0.6)
