@@ -21,8 +21,8 @@ from flask import Flask
 from .context import TaskContext
 from .errors import QueueFull, ShuttingDown, TaskFinished, TaskNotFound
 from .hub import MemoryHub, Opening, finished_replay
-from .records import (Record, Status, event_id_now, format_time, is_finished, new_record,
-                      new_task_id)
+from .records import (Record, Status, copy_record, event_id_now, format_time, is_finished,
+                      new_record, new_task_id)
 from .registry import Registry, TaskType, default_registry
 from .runner import Runner, TaskCancelled, TaskInterrupted
 from .stores import RecordStore
@@ -178,7 +178,7 @@ class TaskEngine:
             forward(task_id)  # another worker runs it (Redis backend)
             return record
         self._cancel_if_here(task_id)
-        return _copy(self.get(task_id))
+        return copy_record(self.get(task_id))
 
     def _cancel_if_here(self, task_id: str) -> None:
         """Cancel a task if this worker runs it (cancels forwarded by others land here)."""
@@ -334,6 +334,3 @@ def _json_ready(result: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"the task's result is not JSON-serialisable: {exc}") from None
 
-
-def _copy(record: Record) -> Record:
-    return {**record, "progress": dict(record["progress"])}

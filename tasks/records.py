@@ -56,6 +56,12 @@ def new_record(task_id: str, name: str, params: dict[str, Any], *, now: float) -
     }
 
 
+def copy_record(record: Record) -> Record:
+    """A copy safe to keep while the task goes on: the live record's progress
+    dict is replaced on every update, the rest only at status changes."""
+    return {**record, "progress": dict(record["progress"])}
+
+
 def is_finished(record: Record) -> bool:
     return record["status"] in FINISHED
 

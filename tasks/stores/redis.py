@@ -22,7 +22,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from ..records import FINISHED, STATUSES, Record, format_time
+from ..records import FINISHED, STATUSES, Record, copy_record, format_time
 from ..redis_support import REDIS_ERRORS, Connections, backend_errors
 from ..sse import encode_data
 
@@ -101,7 +101,7 @@ class RedisStore:
     def save(self, record: Record, *, done_id: int | None = None) -> None:
         """Queued and written by one writer greenlet, newest state per task
         winning, retried while Redis is away (a task never fails for it)."""
-        self._saves[record["id"]] = ({**record, "progress": dict(record["progress"])}, done_id)
+        self._saves[record["id"]] = (copy_record(record), done_id)
         self._idle.clear()
         self._wakeup.set()
         if self._writer is None or self._writer.dead:
@@ -146,7 +146,7 @@ class RedisStore:
     def get(self, task_id: str) -> tuple[Record, int | None] | None:
         if task_id in self._saves:
             record, done_id = self._saves[task_id]
-            return {**record, "progress": dict(record["progress"])}, done_id
+            return copy_record(record), done_id
         with backend_errors("reading a task"):
             raw, done_id = self._redis.hmget(self._keys.record(task_id), "record", "done_id")
         if raw is None:

@@ -24,7 +24,7 @@ from typing import Any, TypeAlias
 import gevent
 import gevent.event
 
-from ..records import Record
+from ..records import Record, copy_record
 
 _Stored: TypeAlias = "gevent.event.AsyncResult[tuple[Record, bool]]"
 
@@ -74,7 +74,7 @@ class SQLiteStore:
         return stored
 
     def save(self, record: Record, *, done_id: int | None = None) -> None:
-        self._saves[record["id"]] = (_copy(record), done_id)
+        self._saves[record["id"]] = (copy_record(record), done_id)
         self._kick()
 
     def flush(self) -> None:
@@ -121,7 +121,7 @@ class SQLiteStore:
     def get(self, task_id: str) -> tuple[Record, int | None] | None:
         if task_id in self._saves:
             record, done_id = self._saves[task_id]
-            return _copy(record), done_id
+            return copy_record(record), done_id
         row = self._db.execute("SELECT record, done_id FROM tasks WHERE id = ?",
                                (task_id,)).fetchone()
         return (json.loads(row[0]), row[1]) if row else None
@@ -154,10 +154,6 @@ class SQLiteStore:
 
 #: Commits between two checkpoints (SQLite's own default is 1,000 pages).
 _CHECKPOINT_EVERY = 200
-
-def _copy(record: Record) -> Record:
-    return {**record, "progress": dict(record["progress"])}
-
 
 def _write_batch(db: sqlite3.Connection, creates: list[Any],
                  saves: dict[str, tuple[Record, int | None]]) -> list[tuple[Record, bool]]:
