@@ -59,18 +59,20 @@ class EventStream:
         finally:
             self.close()
 
+    def _next_frames(self, subscriber: Subscriber) -> bytes:
+        """Wait for events (at most a heartbeat) and take them; a keep-alive
+        after silence, a last ``retry:`` when the worker shuts down."""
+        woke = subscriber.has_pending or bool(subscriber.ended) or subscriber.wait(self.heartbeat)
+        frames = subscriber.take()
+        if subscriber.ended == "shutdown":
+            frames += encode_retry(self.retry_ms)  # come back, to another worker
+        return frames if frames or woke else KEEP_ALIVE
+
     def _follow(self, subscriber: Subscriber) -> Iterator[bytes]:
         while not self._closed:
-            woke = subscriber.has_pending or bool(subscriber.ended)
-            if not woke:
-                woke = subscriber.wait(self.heartbeat)
-            frames = subscriber.take()
-            if subscriber.ended == "shutdown":
-                frames += encode_retry(self.retry_ms)  # come back, to another worker
+            frames = self._next_frames(subscriber)
             if frames:
                 yield frames  # events may arrive while gunicorn writes: go round again
-            elif not woke:
-                yield KEEP_ALIVE
             if subscriber.ended and not subscriber.has_pending:
                 return
 
@@ -84,18 +86,11 @@ class EventStream:
             writer.unsent = encode_chunk(first)  # goes out first; the publisher queues behind it
         subscriber.writer = writer
         while not self._closed:
-            woke = subscriber.has_pending or bool(subscriber.ended)
-            if not woke:
-                woke = subscriber.wait(self.heartbeat)
+            frames = self._next_frames(subscriber)
             if writer.gone:
                 return
             writer.busy = True
             try:
-                frames = subscriber.take()
-                if subscriber.ended == "shutdown":
-                    frames += encode_retry(self.retry_ms)
-                if not frames and not woke:
-                    frames = KEEP_ALIVE
                 data, writer.unsent = writer.unsent, b""
                 if frames:
                     data += encode_chunk(frames)
