@@ -45,6 +45,7 @@ def assert_in_order(events: list[Any]) -> None:
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory) -> Iterator[RedisServer]:
+    # Not the session's redis_server: these tests kill and restart theirs.
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     if not server.available:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
