@@ -233,6 +233,9 @@ def test_detail_view_resumes_after_being_hidden_without_repeats(live: LiveServer
     task = page.locator("#detail-task .task")
     expect(task).to_have_attribute("data-status", "running")
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+    # "connected" comes with the response's head; wait for an event too, so
+    # there is an id to resume after.
+    expect(page.locator("#log .message").first).to_have_text("counting 40 steps, 0.05 s apart")
     page.evaluate("""() => {
         Object.defineProperty(document, "visibilityState", {value: "hidden", configurable: true});
         document.dispatchEvent(new Event("visibilitychange"));
