@@ -3,18 +3,20 @@ streams' sockets, framed once for all of them, without blocking.
 
 On the ordinary path every delivered event costs a queue hand-off, two greenlet
 switches and gunicorn's chunk writer (about 12 µs); writing from the publisher
-costs about 2 µs (PERF-NOTES). gunicorn still owns the connection: it parsed
-the request, wrote the status line and headers and the first body chunk, and
-writes the final empty chunk when the body iterator ends. In between, bytes go
-out as HTTP/1.1 chunks exactly as gunicorn would frame them.
+costs about 2 µs (PERF-NOTES). gunicorn parsed the request; the app wrote the
+head and the first chunk through gunicorn's own response, then took the
+connection over (handoff.py). Every later byte goes out as an HTTP/1.1 chunk,
+framed exactly as gunicorn would, and the stream ends with the empty chunk.
 
-A socket that would block keeps the unsent tail here; the stream's own handler
-greenlet then writes it (waiting cooperatively) while new events queue in its
-subscriber, progress merged, so a slow reader gets the newest state next, not
-a backlog. A vanished reader shows as EPIPE/ECONNRESET on the next write.
+A socket that would block keeps the unsent tail here; a greenlet of the
+stream's (handoff.py) then writes it, waiting cooperatively, while new events
+queue in its subscriber, progress merged, so a slow reader gets the newest
+state next, not a backlog. A vanished reader shows as EPIPE/ECONNRESET on the
+next write.
 
 Only valid on plain TCP under gunicorn's gevent worker with nothing between it
-and the app that rewrites bodies; ``direct_socket`` says when.
+and the app that rewrites bodies; ``direct_socket`` (and streaming.py, which
+checks that ``start_response`` is gunicorn's own) say when.
 """
 from __future__ import annotations
 
@@ -35,13 +37,14 @@ _TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux
 class DirectWriter:
     """Non-blocking writes of pre-framed chunks to one stream's socket."""
 
-    __slots__ = ("sock", "fd", "unsent", "busy", "gone")
+    __slots__ = ("sock", "fd", "unsent", "busy", "gone", "active")
 
     def __init__(self, sock: Any) -> None:
         self.sock, self.fd = sock, sock.fileno()
         self.unsent = b""     # the tail of a chunk the socket did not take
-        self.busy = False     # the handler greenlet is writing: don't interleave
-        self.gone = False     # the reader vanished
+        self.busy = False     # a greenlet is writing to it: don't interleave
+        self.gone = False     # the reader vanished (or the stream closed: never write again)
+        self.active = False   # wrote since the keep-alive ticker last looked (handoff.py)
 
     def try_write(self, data: bytes) -> bool:
         """Write now if nothing is ahead of ``data``; False means queue it instead."""
@@ -54,6 +57,7 @@ class DirectWriter:
         except OSError:  # EPIPE, ECONNRESET: the reader is gone
             self.gone = True
             return True
+        self.active = True
         if written < len(data):
             self.unsent = data[written:]
         return True

@@ -19,7 +19,9 @@ PING_TIMEOUT = 1.0
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    return {"status": "ok", **current_app.extensions["tasks"].stats}
+    handed_off = getattr(current_app, "handed_off", None)  # streams.py's direct path
+    return {"status": "ok", **current_app.extensions["tasks"].stats,
+            "handed_off_streams": len(handed_off) if handed_off is not None else 0}
 
 
 @bp.get("/readyz")

@@ -129,6 +129,20 @@ class LiveServer:
             self.process.wait(5)
 
 
+def sigterm_while_reading(live: LiveServer, streams: list["StreamReader"], *,
+                          grace: float) -> None:
+    """SIGTERM with ``streams`` open: each is read to its end, and the server
+    exits cleanly within its graceful timeout ``grace`` (plus 2 s of slack)."""
+    import gevent
+
+    started = time.monotonic()
+    live.signal(signal.SIGTERM)
+    ends = [gevent.spawn(stream.until_end, 10) for stream in streams]
+    gevent.joinall(ends, timeout=12, raise_error=True)
+    assert live.wait(10) == 0
+    assert time.monotonic() - started < grace + 2, "the worker outlived its graceful timeout"
+
+
 class StreamReader:
     """One event stream read over a raw socket, every read bounded."""
 

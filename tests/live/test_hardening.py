@@ -15,12 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import gevent
 import pytest
 from gevent import monkey
 
 from tasks import TaskContext, task
-from tests.live.server import ROOT, LiveServer, StreamReader
+from tests.live.server import ROOT, LiveServer, StreamReader, sigterm_while_reading
 
 pytestmark = pytest.mark.live
 
@@ -107,12 +106,7 @@ def test_sigterm_with_100_streams_and_running_tasks_ends_in_time_and_loses_no_re
     for stream in streams:
         stream.until(lambda evs: bool(evs))
     assert health(live)["subscribers"] == 100
-    started = time.monotonic()
-    live.signal(signal.SIGTERM)
-    ends = [gevent.spawn(stream.until_end, 10) for stream in streams]
-    gevent.joinall(ends, timeout=12, raise_error=True)
-    assert live.wait(10) == 0
-    assert time.monotonic() - started < 8 + 2, "the worker outlived its graceful timeout"
+    sigterm_while_reading(live, streams, grace=8)
     for stream in streams:
         stream.close()
     for stream in streams[:90]:

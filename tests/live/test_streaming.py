@@ -7,7 +7,8 @@ import gevent
 import httpx
 import pytest
 
-from tests.live.server import GUNICORN, ROOT, LiveServer, StreamReader, free_port
+from tests.live.server import (GUNICORN, ROOT, LiveServer, StreamReader, free_port,
+                               sigterm_while_reading)
 
 pytestmark = pytest.mark.live
 
@@ -77,12 +78,63 @@ def test_keep_alive_comments_flow_and_a_vanished_client_is_forgotten(live):
     assert health(live)["subscribers"] == 1
     direct = live.env["TASKS_FAST_PATH"] == "1"
     assert health(live)["direct_streams"] == (1 if direct else 0), "the path under test"
+    assert health(live)["handed_off_streams"] == (1 if direct else 0), "no greenlet holds it"
     stream.close()
     deadline = time.monotonic() + 5
-    while health(live)["subscribers"]:
-        assert time.monotonic() < deadline, "the server kept a vanished client's subscriber"
+    while health(live)["subscribers"] or health(live)["handed_off_streams"]:
+        assert time.monotonic() < deadline, "the server kept a vanished client's stream"
         time.sleep(0.2)
     live.request("POST", f"/api/tasks/{record['id']}/cancel")
+
+
+def test_a_direct_stream_ends_its_connection_with_it(live):
+    record = live.start_task(steps=3, delay=0.02)
+    direct = live.env["TASKS_FAST_PATH"] == "1"
+    with StreamReader(live.url, events_path(record)) as stream:
+        assert stream.until_end()[-1].type == "done"
+        if direct:  # handed over: the connection cannot go back to gunicorn's request loop
+            assert stream.headers.get("connection", "").lower() == "close"
+            stream.sock.settimeout(3)
+            assert stream.sock.recv(1) == b"", "the server should close its end"
+
+
+def test_a_reader_that_takes_nothing_is_dropped_after_the_stall_timeout(make_live):
+    live = make_live({"TASKS_STALL_TIMEOUT": "2", "TASKS_HEARTBEAT": "1"})
+    record = live.start_task(steps=3000, delay=0, message="x" * 150)
+    stalled = StreamReader(live.url, events_path(record), recv_buffer=4096)
+    stalled.until(lambda evs: bool(evs))  # then reads nothing more
+    deadline = time.monotonic() + 15
+    while live.request("GET", f"/api/tasks/{record['id']}")[2]["status"] != "succeeded":
+        assert time.monotonic() < deadline, "the stalled reader held the task up"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while health(live)["handed_off_streams"] or health(live)["subscribers"]:
+        assert time.monotonic() < deadline, "a reader that takes nothing was held for ever"
+        time.sleep(0.2)
+    stalled.close()
+
+
+def wrapped_app():
+    """The server app behind a middleware that takes ``start_response``, as
+    compressing middleware does (gunicorn imports this module to call it)."""
+    from server import app
+
+    def add_header(environ, start_response):
+        def start(status, headers, exc_info=None):
+            return start_response(status, [*headers, ("X-Wrapped", "1")], exc_info)
+        return app(environ, start)
+    return add_header
+
+
+def test_a_middleware_that_takes_start_response_gets_the_portable_path(make_live):
+    live = make_live(app_uri="tests.live.test_streaming:wrapped_app()")
+    record = live.start_task(steps=20, delay=0.05)
+    with StreamReader(live.url, events_path(record)) as stream:
+        stream.until(lambda evs: bool(evs))
+        assert stream.headers["x-wrapped"] == "1"
+        assert health(live)["handed_off_streams"] == 0
+        assert health(live)["direct_streams"] == 0
+        assert stream.until_done()[-1].json["status"] == "succeeded"
 
 
 def test_a_stalled_reader_does_not_slow_the_task_or_others(live):
@@ -145,12 +197,7 @@ def test_sigterm_ends_streams_and_interrupts_tasks_within_the_grace_period(make_
     streams += [StreamReader(live.url, "/api/events") for _ in range(10)]
     for stream in streams:
         stream.until(lambda evs: bool(evs))
-    started = time.monotonic()
-    live.signal(signal.SIGTERM)
-    ends = [gevent.spawn(stream.until_end, 10) for stream in streams]
-    gevent.joinall(ends, timeout=12, raise_error=True)
-    assert live.wait(10) == 0
-    assert time.monotonic() - started < 5 + 2, "the worker outlived its graceful timeout"
+    sigterm_while_reading(live, streams, grace=5)
     for stream in streams[:20]:
         assert stream.events[-1].type == "done"
         assert stream.events[-1].json["status"] == "interrupted"
@@ -160,6 +207,20 @@ def test_sigterm_ends_streams_and_interrupts_tasks_within_the_grace_period(make_
         assert stream.body.rstrip().split(b"\n")[-1].startswith(b"retry: ")
     for stream in streams:
         stream.close()
+
+
+def test_sigterm_gives_running_tasks_their_grace_with_no_stream_open(make_live):
+    """No request handler keeps gunicorn's worker waiting then: the worker
+    must still wait for its tasks (gunicorn.conf.py, worker_exit)."""
+    live = make_live({"TASKS_GRACEFUL_TIMEOUT": "6"})
+    short = live.start_task(steps=10, delay=0.1)
+    long = live.start_task(steps=1000, delay=0.1)
+    live.signal(signal.SIGTERM)
+    assert live.wait(10) == 0
+    restarted = make_live()
+    assert restarted.request("GET", f"/api/tasks/{short['id']}")[2]["status"] == "succeeded"
+    assert restarted.request("GET", f"/api/tasks/{long['id']}")[2]["status"] == "interrupted"
+    assert "marked" not in restarted.log, "the worker left a record unfinished"
 
 
 def test_two_workers_on_the_memory_backend_are_refused(tmp_path):
