@@ -45,8 +45,25 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 app = create_app()
 
+
+def _without_query(request_line: str) -> str:
+    """``GET /a?token=x HTTP/1.1`` as ``GET /a HTTP/1.1``."""
+    method, _, rest = request_line.partition(" ")
+    target, _, version = rest.rpartition(" ")
+    return f"{method} {target.split('?', 1)[0]} {version}" if target else request_line
+
 if __name__ == "__main__":
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    class QuietHandler(WSGIHandler):
+        """gevent's access log without query strings: they may hold ?token= or ?ticket=."""
+
+        def format_request(self) -> str:
+            line, self.requestline = self.requestline, _without_query(self.requestline or "")
+            try:
+                return str(super().format_request())
+            finally:
+                self.requestline = line
 
     logging.basicConfig(level=logging.INFO)
     from tasks import watchdog
@@ -56,6 +73,6 @@ if __name__ == "__main__":
     print(f"Taskstream on http://127.0.0.1:{port}/ (Ctrl-C stops)")
     app.extensions["tasks"].recover()
     try:
-        WSGIServer(("127.0.0.1", port), app).serve_forever()
+        WSGIServer(("127.0.0.1", port), app, handler_class=QuietHandler).serve_forever()
     except KeyboardInterrupt:
         app.extensions["tasks"].close()

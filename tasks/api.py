@@ -5,32 +5,37 @@ an HTML page and never a traceback (the traceback goes to the server log).
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from typing import Any, Callable
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from .auth import SAFE_METHODS, SESSION_COOKIE, Auth, Caller, CSRFFailed
 from .engine import TaskEngine
-from .errors import APIError, Unauthorized, UnsupportedMediaType
+from .errors import APIError, TaskNotFound, UnsupportedMediaType
 from .hub import Opening
 from .limits import Limits
-from .records import STATUSES
+from .records import STATUSES, format_time
 from .streaming import HEADERS, event_stream_response
 
 log = logging.getLogger("tasks")
 
 bp = Blueprint("tasks_api", __name__, url_prefix="/api")
+bp.record_once(lambda state: state.app.extensions.setdefault("tasks_auth",
+                                                             Auth(state.app.config)))
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}")
-_BEARER = re.compile(r"bearer\s+(.+)", re.IGNORECASE)
 _MAX_IDEMPOTENCY_KEY = 200
 
 
 def engine() -> TaskEngine:
     return current_app.extensions["tasks"]  # type: ignore[no-any-return]
+
+
+def auth() -> Auth:
+    return current_app.extensions["tasks_auth"]  # type: ignore[no-any-return]
 
 
 def limits() -> Limits | None:
@@ -43,23 +48,21 @@ def client_address() -> str:
 
 
 @bp.before_request
-def require_token() -> None:
-    token = engine().settings["TASKS_API_TOKEN"]
-    if token is None:
-        return
-    given = _given_token()
-    if given is None or not hmac.compare_digest(given.encode(), token.encode()):
-        raise Unauthorized("missing or wrong API token: send 'Authorization: Bearer <token>' "
-                           "(or ?token=<token> for EventSource)",
-                           headers={"WWW-Authenticate": 'Bearer realm="tasks"'})
+def identify_caller() -> None:
+    """401 (or 403 for a missing CSRF header) unless the caller may use /api."""
+    if request.method not in SAFE_METHODS and request.headers.get("Sec-Fetch-Site") == "cross-site":
+        # Browsers say where a request comes from; no other site's page may
+        # start, cancel or sign in (CORS opens GETs only), whatever it carries.
+        raise CSRFFailed("a page on another site may not change anything here")
+    if request.endpoint == "tasks_api.session" and request.method == "POST":
+        return  # signing in: the token comes in the body
+    g.caller = auth().caller(request)
 
 
-def _given_token() -> str | None:
-    header = request.headers.get("Authorization")
-    if header:
-        match = _BEARER.fullmatch(header.strip())
-        return match.group(1).strip() if match else None
-    return request.args.get("token")
+def owner() -> str | None:
+    """The calling user in per-user mode; None (everything visible) otherwise."""
+    caller: Caller = g.caller
+    return caller.user
 
 
 @bp.get("/task-types")
@@ -80,7 +83,8 @@ def create_task() -> Any:
         raise APIError(f"{unknown[0]}: unknown field (send 'name' and 'params')")
     if "name" not in body:
         raise APIError("name: required (the task type, e.g. \"demo\")")
-    record, created = engine().start(body["name"], body.get("params"), idempotency_key=key)
+    record, created = engine().start(body["name"], body.get("params"), idempotency_key=key,
+                                     owner=owner())
     response = jsonify(record)
     response.status_code = 202 if created else 200
     response.headers["Location"] = f"/api/tasks/{record['id']}"
@@ -93,30 +97,79 @@ def list_tasks() -> Any:
     if status is not None and status not in STATUSES:
         raise APIError(f"status: must be one of {', '.join(sorted(STATUSES))}, got {status[:50]!r}")
     limit = _int_arg("limit", default=100, low=1, high=1000)
-    return {"tasks": engine().list(status=status, limit=limit)}
+    return {"tasks": engine().list(status=status, limit=limit, owner=owner())}
 
 
 @bp.get("/tasks/<task_id>")
 def get_task(task_id: str) -> Any:
-    return engine().get(task_id)
+    return engine().get(task_id, owner=owner())
 
 
 @bp.post("/tasks/<task_id>/cancel")
 def cancel_task(task_id: str) -> Any:
-    return engine().cancel(task_id), 202
+    return engine().cancel(task_id, owner=owner()), 202
 
 
 @bp.get("/tasks/<task_id>/events")
 def task_events(task_id: str) -> Response:
     if request.method == "HEAD":  # headers only: no subscriber to release later
-        engine().get(task_id)
+        engine().get(task_id, owner=owner())
         return Response(headers=HEADERS, content_type="text/event-stream; charset=utf-8")
-    return _stream(lambda last_id: engine().open_stream(task_id, last_id))
+    return _stream(lambda last_id: engine().open_stream(task_id, last_id, owner=owner()))
 
 
 @bp.get("/events")
 def all_events() -> Response:
-    return _stream(engine().open_global_stream)
+    return _stream(lambda last_id: engine().open_global_stream(last_id, owner=owner()))
+
+
+# -- per-user mode: the page's sign-in, and stream tickets -----------------------
+
+@bp.route("/session", methods=["GET", "POST", "DELETE"])
+def session() -> Any:
+    """Sign in (POST the token), see who is signed in (GET), sign out (DELETE)."""
+    if auth().mode != "user":
+        raise TaskNotFound("there are no sessions: per-user mode (TASKS_USER_TOKENS) is off")
+    if request.method == "DELETE":
+        response = Response(status=204)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+        return response
+    if request.method == "GET":
+        caller: Caller = g.caller
+        return _session_answer(caller.user, caller.session)
+    token = _json_body().get("token")
+    if not isinstance(token, str):
+        raise APIError("token: required, the user's token as a string")
+    cookie, content = auth().sign_in(token)
+    response = jsonify(_session_answer(content["u"], content))
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=int(auth().session_max_age), path="/",
+                        secure=request.is_secure, httponly=True, samesite="Strict")
+    return response
+
+
+def _session_answer(user: str | None, content: dict[str, Any] | None) -> dict[str, Any]:
+    return {"user": user, "csrf_token": content["c"] if content else None,
+            "expires_at": format_time(content["e"]) if content else None}
+
+
+@bp.post("/tickets")
+def create_ticket() -> Any:
+    """A short-lived, read-only ticket for one stream: ``{"task_id": id}`` for
+    a task's, ``{}`` for the all-tasks stream (its owner's tasks only)."""
+    body = _json_body()
+    unknown = sorted(set(body) - {"task_id"})
+    if unknown:
+        raise APIError(f"{unknown[0]}: unknown field (send 'task_id', or nothing for /api/events)")
+    task_id = body.get("task_id")
+    if task_id is not None and not isinstance(task_id, str):
+        raise APIError("task_id: must be a task id (a string)")
+    if task_id is not None:
+        engine().get(task_id, owner=owner())  # 404 unless it is the caller's
+    ticket = auth().make_ticket(g.caller, task_id)
+    url = (url_for(".task_events", task_id=task_id, ticket=ticket.value) if task_id is not None
+           else url_for(".all_events", ticket=ticket.value))
+    return {"ticket": ticket.value, "url": url,
+            "expires_at": format_time(ticket.expires_at), "expires_in": auth().ticket_ttl}
 
 
 def _stream(open_: Callable[[int | None], Opening]) -> Response:
@@ -133,8 +186,9 @@ def _stream(open_: Callable[[int | None], Opening]) -> Response:
     if caps is not None:
         caps.streams.follow(opening.subscriber)
     settings = engine().settings
+    caller: Caller = g.caller
     return event_stream_response(
-        opening, heartbeat=settings["TASKS_HEARTBEAT"],
+        opening, heartbeat=settings["TASKS_HEARTBEAT"], expires_at=caller.expires_at,
         retry_range=(settings["TASKS_RETRY_MIN_MS"], settings["TASKS_RETRY_MAX_MS"]),
         unsubscribe=engine().hub.unsubscribe, on_close=release)
 

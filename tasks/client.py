@@ -261,7 +261,8 @@ def event_to_json(event: TaskEvent) -> dict[str, Any]:
 # -- the client ----------------------------------------------------------------
 
 class TaskClient:
-    """A Taskstream server at ``url``; ``token`` when it sets TASKS_API_TOKEN.
+    """A Taskstream server at ``url``; ``token`` when it sets TASKS_API_TOKEN
+    (or, in per-user mode, your own token from TASKS_USER_TOKENS).
 
     :param read_timeout: seconds of silence after which a stream counts as
         dead and is resumed; keep it above the server's TASKS_HEARTBEAT.

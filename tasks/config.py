@@ -6,8 +6,12 @@ the variable and the value, rather than failing later under load.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -60,6 +64,27 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _user_tokens(text: str) -> dict[str, str]:
+    """``alice:token1,bob:token2`` as {user: token}."""
+    users: dict[str, str] = {}
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    for position, pair in enumerate(pairs, 1):
+        user, sep, token = pair.partition(":")
+        user, token = user.strip(), token.strip()
+        if not sep or not _USER_NAME.fullmatch(user):
+            # Not the text itself: without a ':' it may be all token.
+            raise ValueError(f"entry {position}: write each user as name:token, the "
+                             "name being 1 to 64 letters, digits, '.', '_', '@' or '-'")
+        if len(token) < 16:
+            raise ValueError(f"the token of {user!r} is shorter than 16 characters")
+        if user in users:
+            raise ValueError(f"{user!r} is listed twice")
+        users[user] = token
+    if len(set(users.values())) != len(users):
+        raise ValueError("two users share one token")
+    return users
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -75,6 +100,7 @@ class Setting:
     default: Any
     parse: Callable[[str], Any]
     doc: str
+    secret: bool = False  # never echoed in an error message
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -100,9 +126,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TASKS_HEARTBEAT", 15.0, _positive_float,
             "Seconds of silence before a stream gets a keep-alive comment."),
     Setting("TASKS_API_TOKEN", None, _optional_str,
-            "When set, every /api/ call needs this bearer token."),
+            "When set, every /api/ call needs this bearer token.", secret=True),
+    Setting("TASKS_USER_TOKENS", {}, _user_tokens,
+            "Per-user mode: comma-separated name:token pairs (alice:TOKEN,bob:TOKEN). "
+            "Each task belongs to the user who started it; no one else sees it.", secret=True),
+    Setting("TASKS_SECRET_KEY", None, _optional_str,
+            "Signs the page's session cookies and stream tickets (per-user mode). "
+            "Workers sharing a Redis need the same key; unset on memory: a random "
+            "key per start.", secret=True),
+    Setting("TASKS_TICKET_TTL", 300.0, _positive_float,
+            "Seconds a stream ticket (POST /api/tickets) stays valid; a stream "
+            "outliving it ends with a ticket-expired event."),
+    Setting("TASKS_SESSION_MAX_AGE", 12 * 3600.0, _positive_float,
+            "Seconds the page's sign-in cookie lasts (per-user mode)."),
     Setting("TASKS_EVENT_BUFFER", 1000, _positive_int,
             "Events each task's stream holds for resuming by Last-Event-ID."),
+    Setting("TASKS_MAX_EVENTS_HELD", 1_000_000, _positive_int,
+            "Events the memory backend holds across every task's log; past it the "
+            "logs of finished tasks go first, even within TASKS_RETENTION."),
     Setting("TASKS_GLOBAL_EVENT_BUFFER", 5000, _positive_int,
             "Events the all-tasks stream (/api/events) holds for resuming."),
     Setting("TASKS_RETENTION", 300.0, _positive_float,
@@ -111,6 +152,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TASKS_SUBSCRIBER_BACKLOG", 1000, _positive_int,
             "Unsent status/log events one reader may owe before it is cut off "
             "and left to resume by id."),
+    Setting("TASKS_STALL_TIMEOUT", 60.0, _positive_float,
+            "Seconds a reader may take none of what waits for it before its stream "
+            "is dropped (it resumes by id if it comes back); direct path."),
     Setting("TASKS_MAX_BODY", 1024 * 1024, _positive_int,
             "Largest request body in bytes (413 past it)."),
     Setting("TASKS_RETRY_MIN_MS", 1000, _positive_int,
@@ -138,7 +182,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Comma-separated exact origins (https://a.example) whose pages may read "
             "/api/ with GET, event streams included; empty: no CORS."),
     Setting("TASKS_METRICS_TOKEN", None, _optional_str,
-            "When set, GET /metrics needs this bearer token; else /metrics is open."),
+            "When set, GET /metrics needs this bearer token; else /metrics is open.", secret=True),
     Setting("TASKS_BLOCK_REPORT", 0.5, _non_negative_float,
             "Seconds a greenlet may hold the event loop before the server log names "
             "it (and its task) under gunicorn (0: off)."),
@@ -171,7 +215,8 @@ def _parse(setting: Setting, raw: Any) -> Any:
     try:
         return setting.parse(text)
     except ValueError as exc:
-        raise ConfigError(f"{setting.name}={raw!r}: {exc}") from None
+        shown = "(value hidden)" if setting.secret else repr(raw)
+        raise ConfigError(f"{setting.name}={shown}: {exc}") from None
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -179,6 +224,13 @@ def _check(values: dict[str, Any]) -> None:
         raise ConfigError(
             f"TASKS_RETRY_MIN_MS={values['TASKS_RETRY_MIN_MS']} is above "
             f"TASKS_RETRY_MAX_MS={values['TASKS_RETRY_MAX_MS']}")
+    if values["TASKS_USER_TOKENS"] and values["TASKS_API_TOKEN"]:
+        raise ConfigError("TASKS_API_TOKEN and TASKS_USER_TOKENS are both set: per-user "
+                          "tokens replace the shared token, so set only one")
+    if (values["TASKS_USER_TOKENS"] and values["TASKS_BACKEND"] == "redis"
+            and not values["TASKS_SECRET_KEY"]):
+        raise ConfigError("TASKS_USER_TOKENS on the redis backend needs TASKS_SECRET_KEY, "
+                          "the same on every worker (it signs cookies and stream tickets)")
     if values["TASKS_RETENTION"] < 60:
         raise ConfigError(
             f"TASKS_RETENTION={values['TASKS_RETENTION']}: must be at least 60 "

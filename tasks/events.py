@@ -4,7 +4,9 @@ An ``EventLog`` keeps the newest events of one stream (a task's, or the
 all-tasks stream) so a reconnecting client can resume exactly after its
 ``Last-Event-ID``. A ``Subscriber`` is one open response: the hub's publisher
 hands it each batch of new events; it queues them (merging ``progress``,
-newest wins, per task) until its handler greenlet writes them out.
+newest wins, per task) until its handler greenlet writes them out (or, on the
+direct path, writes them straight to the socket, queueing only what the
+socket does not take; handoff.py then writes the rest).
 
     task greenlet --append--> EventLog --publisher greenlet--> Subscriber.deliver
                                                                    | wake
@@ -16,14 +18,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import logging
 
 import gevent.event
 
 from .records import event_id_now
-from .sse import encode_event
+from .sse import encode_chunk, encode_event
 
 if TYPE_CHECKING:
     from .direct import DirectWriter
@@ -38,11 +40,21 @@ class Event:
     task_id: str | None
     data_line: bytes  # the JSON, shared by the task's and the global stream's copy
     frame: bytes      # the whole SSE event, encoded once for every subscriber
+    owner: str | None = None  # per-user mode: whose task (the all-tasks stream filters)
 
 
-def make_event(event_id: int, event_type: str, task_id: str | None, data_line: bytes) -> Event:
+def make_event(event_id: int, event_type: str, task_id: str | None, data_line: bytes,
+               owner: str | None = None) -> Event:
     return Event(event_id, event_type, task_id, data_line,
-                 encode_event(event_id, event_type, data_line))
+                 encode_event(event_id, event_type, data_line), owner)
+
+
+def visible_to(owner: str | None, events: Sequence[Event]) -> list[Event]:
+    """What one user may see of the all-tasks stream: their tasks' events and
+    the stream's own snapshot (everything, outside per-user mode)."""
+    if owner is None:
+        return list(events)
+    return [e for e in events if e.owner == owner or e.task_id is None]
 
 
 class EventLog:
@@ -60,8 +72,9 @@ class EventLog:
         self.published_id = self.last_id
         self.subscribers: set[Subscriber] = set()
 
-    def append(self, event_type: str, task_id: str | None, data_line: bytes) -> Event:
-        event = make_event(event_id_now(self.last_id), event_type, task_id, data_line)
+    def append(self, event_type: str, task_id: str | None, data_line: bytes,
+               owner: str | None = None) -> Event:
+        event = make_event(event_id_now(self.last_id), event_type, task_id, data_line, owner)
         if len(self.events) == self.events.maxlen:
             self.floor = self.events[0].id
         self.events.append(event)
@@ -104,8 +117,9 @@ class Subscriber:
     """
 
     def __init__(self, log: EventLog, *, backlog: int, cursor: int,
-                 ends_at_done: bool) -> None:
+                 ends_at_done: bool, owner: str | None = None) -> None:
         self.log = log
+        self.owner = owner              # per-user mode: sees only this user's tasks
         self.cursor = cursor            # id of the newest event queued or written
         self.ended: str | None = None   # "done", "backlog", "gap" or "shutdown"
         self.merged = 0                 # progress events dropped for newer ones
@@ -114,7 +128,7 @@ class Subscriber:
         self._pending: list[Event | None] = []
         self._progress_at: dict[str | None, int] = {}
         self._control = 0
-        self._wake = gevent.event.Event()
+        self._wake: gevent.event.Event | _CallbackWake = gevent.event.Event()
         #: Set once the stream writes straight to its socket (direct.py).
         self.writer: DirectWriter | None = None
 
@@ -129,6 +143,13 @@ class Subscriber:
         if self.cursor < self.log.floor:  # events it never got were evicted
             self.end("gap")
             return
+        if self.owner is not None:
+            newest, events = events[-1].id, visible_to(self.owner, events)
+            if not events:  # others' events: nothing to send, but not behind either
+                self.cursor = max(self.cursor, newest)
+                return
+            # The shared chunk holds others' events too: frame this user's own.
+            chunk = encode_chunk(b"".join([e.frame for e in events])) if self.writer else None
         writer = self.writer
         if (writer is not None and chunk is not None and not self._pending
                 and events[0].id > self.cursor and writer.try_write(chunk)):
@@ -180,6 +201,11 @@ class Subscriber:
         self._wake.clear()
         return bool(ready)
 
+    def wake_with(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` where a waiting greenlet would be woken: a
+        handed-off stream has no greenlet waiting (handoff.py)."""
+        self._wake = _CallbackWake(callback)
+
     def end(self, reason: str) -> None:
         if not self.ended:
             self.ended = reason
@@ -187,3 +213,18 @@ class Subscriber:
                 log.info("a reader fell behind (%s): its stream ends, the client resumes by id "
                          "(cursor %d, floor %d)", reason, self.cursor, self.log.floor)
         self._wake.set()
+
+
+class _CallbackWake:
+    """Stands in for the subscriber's ``gevent.event.Event``: ``set`` calls back."""
+
+    __slots__ = ("set",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.set = callback
+
+    def clear(self) -> None:
+        pass
+
+    def wait(self, timeout: float) -> bool:
+        raise RuntimeError("a handed-off stream has no greenlet to wait")

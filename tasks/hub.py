@@ -20,7 +20,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from .events import Event, EventLog, Subscriber, make_event
+from .events import Event, EventLog, Subscriber, make_event, visible_to
 from .records import Record, is_finished
 from .sse import encode_chunk, encode_data
 
@@ -50,11 +50,13 @@ class Opening:
 
 class MemoryHub:
     def __init__(self, *, event_buffer: int, global_buffer: int, retention: float,
-                 backlog: int, max_retained: int = 5000) -> None:
+                 backlog: int, max_retained: int = 5000, max_held: int = 1_000_000) -> None:
         self._event_buffer = event_buffer
         self._retention = retention
         self._backlog = backlog
         self._max_retained = max_retained
+        self._max_held = max_held
+        self.events_held = 0  # in every task's log: finished tasks' go first past max_held
         self._logs: dict[str, TaskLog] = {}
         self._retired: deque[tuple[float, str]] = deque()
         self._global = EventLog(capacity=global_buffer)
@@ -73,18 +75,18 @@ class MemoryHub:
         self._prune()
         task_log = TaskLog(record["id"], record, capacity=self._event_buffer)
         self._logs[record["id"]] = task_log
-        self._append_global("snapshot", record["id"], _data(record, record["id"]))
+        self._append_global("snapshot", task_log, _data(record, record["id"]))
 
     def emit(self, task_id: str, event_type: str, payload: dict[str, Any]) -> None:
         """Append a status, log or done event (any progress waiting goes first)."""
         task_log = self._logs[task_id]
         self._flush_progress(task_log)
         data_line = _data(payload, task_id)
-        event = task_log.append(event_type, task_id, data_line)
+        event = self._append_task(task_log, event_type, data_line)
         if event_type == "done":
             task_log.done_id = event.id
             self._retired.append((time.monotonic() + self._retention, task_id))
-        self._append_global(event_type, task_id, data_line)
+        self._append_global(event_type, task_log, data_line)
         self._mark(task_log)
 
     def progress(self, task_id: str, progress: dict[str, Any]) -> None:
@@ -98,12 +100,20 @@ class MemoryHub:
         if progress is None:
             return
         task_log.pending_progress = None
-        data_line = _data(progress, task_log.task_id, stamp=False)
-        task_log.append("progress", task_log.task_id, data_line)
-        self._append_global("progress", task_log.task_id, data_line)
+        progress["task_id"] = task_log.task_id  # our own copy (progress()): no second one
+        data_line = encode_data(progress)
+        self._append_task(task_log, "progress", data_line)
+        self._append_global("progress", task_log, data_line)
 
-    def _append_global(self, event_type: str, task_id: str, data_line: bytes) -> None:
-        self._global.append(event_type, task_id, data_line)
+    def _append_task(self, task_log: TaskLog, event_type: str, data_line: bytes) -> Event:
+        if len(task_log.events) < self._event_buffer:  # else the oldest makes room
+            self.events_held += 1
+            if self.events_held > self._max_held:
+                self._prune()
+        return task_log.append(event_type, task_log.task_id, data_line)
+
+    def _append_global(self, event_type: str, task_log: TaskLog, data_line: bytes) -> None:
+        self._global.append(event_type, task_log.task_id, data_line, task_log.record.get("owner"))
         self.events_emitted += 1
         self._mark(self._global)
 
@@ -130,8 +140,11 @@ class MemoryHub:
                 self._publish(event_log)
 
     def _publish(self, event_log: EventLog) -> None:
+        if not event_log.subscribers:  # nobody to hand them to: skip the walk back
+            event_log.published_id = event_log.last_id
+            return
         events = event_log.unpublished()
-        if not events or not event_log.subscribers:
+        if not events:
             return
         chunk = encode_chunk(b"".join([e.frame for e in events]))  # framed once for all
         subscribers = list(event_log.subscribers)
@@ -151,8 +164,10 @@ class MemoryHub:
         task_log = self._logs.get(task_id)
         return task_log.done_id if task_log else None
 
-    def active_records(self) -> list[Record]:
-        return [t.record for t in self._logs.values() if not is_finished(t.record)]
+    def active_records(self, owner: str | None = None) -> list[Record]:
+        """Queued and running tasks (only ``owner``'s, when given)."""
+        return [t.record for t in self._logs.values() if not is_finished(t.record)
+                and (owner is None or t.record.get("owner") == owner)]
 
     def open_task(self, task_id: str, last_id: int | None) -> Opening | None:
         """A stream on a task this hub holds; None when it holds no such task."""
@@ -175,21 +190,20 @@ class MemoryHub:
             replay = [snapshot_event(task_log.record, task_log.last_id)]
         return self._follow(task_log, replay, ends_at_done=True)
 
-    def open_global(self, last_id: int | None) -> Opening:
+    def open_global(self, last_id: int | None, *, owner: str | None = None) -> Opening:
+        """The all-tasks stream; in per-user mode, of ``owner``'s tasks only."""
         replay = self._global.since(last_id) if last_id is not None else None
         if replay is None:
-            payload = {"tasks": self.active_records()}
-            data_line = encode_data({**payload, "ts": time.time()})
-            replay = [make_event(self._global.last_id, "snapshot", None, data_line)]
-        return self._follow(self._global, replay, ends_at_done=False)
+            replay = [global_snapshot(self.active_records(owner), self._global.last_id)]
+        return self._follow(self._global, replay, ends_at_done=False, owner=owner)
 
     def _follow(self, event_log: EventLog, replay: list[Event], *,
-                ends_at_done: bool) -> Opening:
+                ends_at_done: bool, owner: str | None = None) -> Opening:
         # Unpublished events are in the replay; the cursor skips them later.
         subscriber = Subscriber(event_log, backlog=self._backlog,
                                 cursor=replay[-1].id if replay else event_log.last_id,
-                                ends_at_done=ends_at_done)
-        frames = b"".join(e.frame for e in replay)
+                                ends_at_done=ends_at_done, owner=owner)
+        frames = b"".join(e.frame for e in visible_to(owner, replay))
         if ends_at_done and replay and replay[-1].type == "done":
             return Opening(frames, None)
         event_log.subscribers.add(subscriber)
@@ -232,17 +246,23 @@ class MemoryHub:
             self._publisher.kill(block=False)
 
     def _prune(self) -> None:
-        """Forget finished tasks' logs after the retention time, or past the cap."""
+        """Forget finished tasks' logs, oldest first: after the retention time,
+        or sooner past the caps on finished logs and on events held (their
+        streams then replay from the record store: snapshot and done)."""
         now = time.monotonic()
-        while self._retired and (self._retired[0][0] <= now
-                                 or len(self._retired) > self._max_retained):
+        for _ in range(len(self._retired)):
+            if not (self._retired[0][0] <= now or len(self._retired) > self._max_retained
+                    or self.events_held > self._max_held):
+                return
             _, task_id = self._retired.popleft()
             task_log = self._logs.get(task_id)
-            if task_log is not None and not task_log.subscribers:
-                del self._logs[task_id]
-            elif task_log is not None:  # a reader still follows it: look again later
+            if task_log is None:
+                continue
+            if task_log.subscribers:  # a reader still follows it: look again later
                 self._retired.append((now + self._retention, task_id))
-                break
+                continue
+            del self._logs[task_id]
+            self.events_held -= len(task_log.events)
 
 
 def _data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes:
@@ -250,6 +270,12 @@ def _data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes
     if stamp:
         data["ts"] = time.time()
     return encode_data(data)
+
+
+def global_snapshot(records: list[Record], event_id: int) -> Event:
+    """The all-tasks stream's first event: the tasks not yet finished."""
+    return make_event(event_id, "snapshot", None,
+                      encode_data({"tasks": records, "ts": time.time()}))
 
 
 def snapshot_event(record: Record, event_id: int) -> Event:

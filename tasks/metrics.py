@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .auth import bearer_token
 from .errors import Unauthorized
 from .records import Record
 
@@ -134,10 +135,8 @@ def init_app(app: Flask) -> Metrics:
 def scrape() -> Response:
     token = current_app.config.get("TASKS_METRICS_TOKEN")
     if token is not None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                                 token.encode()):
+        given = bearer_token(request.headers.get("Authorization"))
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("missing or wrong metrics token: send 'Authorization: Bearer "
                                "<TASKS_METRICS_TOKEN>'",
                                headers={"WWW-Authenticate": 'Bearer realm="metrics"'})

@@ -28,8 +28,8 @@ from typing import Any, Callable
 import gevent
 import gevent.event
 
-from .events import Event, EventLog, Subscriber, make_event
-from .hub import MemoryHub, Opening, finished_replay, snapshot_event
+from .events import Event, EventLog, Subscriber, visible_to
+from .hub import MemoryHub, Opening, finished_replay, global_snapshot, snapshot_event
 from .records import Record, event_id_now, is_finished
 from .redis_support import (REDIS_ERRORS, Connections, backend_errors, entry_id,
                             parse_entry_id, stream_holds, to_event)
@@ -92,7 +92,7 @@ class RedisHub(MemoryHub):
         self._cancel_here = cancel
         self._owned: dict[str, _Owned] = {}
         self._to_write: dict[_Owned, None] = {}
-        self._global_queue: list[tuple[str, str, bytes]] = []
+        self._global_queue: list[tuple[str, str, str, bytes]] = []  # type, task, owner, data
         self._global_gap = False
         self._written: dict[str, int] = {}      # followed stream -> newest id Redis confirmed
         self._follows: dict[str, _RemoteLog] = {}
@@ -110,7 +110,8 @@ class RedisHub(MemoryHub):
         start = max(event_id_now(0), self._store.last_created)
         owned = _Owned(record, last_id=start, acked_id=start)
         self._owned[record["id"]] = owned
-        self._global_queue.append(("snapshot", record["id"], _data(record, record["id"])))
+        self._global_queue.append(("snapshot", record["id"], record.get("owner", ""),
+                                   _data(record, record["id"])))
         self._touch(None)
 
     def emit(self, task_id: str, event_type: str, payload: dict[str, Any]) -> None:
@@ -121,7 +122,7 @@ class RedisHub(MemoryHub):
         owned.queue.append((owned.last_id, event_type, data_line))
         if event_type == "done":
             owned.done_id = owned.last_id
-        self._global_queue.append((event_type, task_id, data_line))
+        self._global_queue.append((event_type, task_id, owned.record.get("owner", ""), data_line))
         self._touch(owned)
 
     def progress(self, task_id: str, progress: dict[str, Any]) -> None:
@@ -137,7 +138,7 @@ class RedisHub(MemoryHub):
         data_line = _data(progress, task_id, stamp=False)
         owned.last_id = event_id_now(owned.last_id)
         owned.queue.append((owned.last_id, "progress", data_line))
-        self._global_queue.append(("progress", task_id, data_line))
+        self._global_queue.append(("progress", task_id, owned.record.get("owner", ""), data_line))
 
     def _touch(self, owned: _Owned | None) -> None:
         if len(self._global_queue) > _GLOBAL_QUEUE_BUFFERS * self._conn.global_buffer:
@@ -292,8 +293,9 @@ class RedisHub(MemoryHub):
         owned = self._owned.get(task_id)
         return owned.done_id if owned is not None else None
 
-    def active_records(self) -> list[Record]:
-        return [o.record for o in self._owned.values() if not is_finished(o.record)]
+    def active_records(self, owner: str | None = None) -> list[Record]:
+        return [o.record for o in self._owned.values() if not is_finished(o.record)
+                and (owner is None or o.record.get("owner") == owner)]
 
     def open_task(self, task_id: str, last_id: int | None) -> Opening | None:
         """A stream on any task in Redis; None when Redis has no such task."""
@@ -325,7 +327,7 @@ class RedisHub(MemoryHub):
         return self._attach(key, [snapshot_event(record, position)], position,
                             ends_at_done=True)
 
-    def open_global(self, last_id: int | None) -> Opening:
+    def open_global(self, last_id: int | None, *, owner: str | None = None) -> Opening:
         key = self._keys.global_events
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(self._keys.global_floor)
@@ -342,7 +344,7 @@ class RedisHub(MemoryHub):
                     info, floor=floor, after=last_id):
                 replay = [to_event(i, f, None) for i, f in answers[2]]
                 return self._attach(key, replay, replay[-1].id if replay else last_id,
-                                    ends_at_done=False)
+                                    ends_at_done=False, owner=owner)
             if isinstance(info, dict):
                 position = parse_entry_id(info["last-generated-id"])
             elif floor is not None:
@@ -350,13 +352,13 @@ class RedisHub(MemoryHub):
             else:
                 position = event_id_now(0)
                 self._redis.set(self._keys.global_floor, position, nx=True)
-            records = [self.record(r["id"]) or r for r in self._store.unfinished()]
-        data_line = encode_data({"tasks": records, "ts": time.time()})
-        return self._attach(key, [make_event(position, "snapshot", None, data_line)],
-                            position, ends_at_done=False)
+            records = [self.record(r["id"]) or r for r in self._store.unfinished()
+                       if owner is None or r.get("owner") == owner]
+        return self._attach(key, [global_snapshot(records, position)], position,
+                            ends_at_done=False, owner=owner)
 
     def _attach(self, key: str, replay: list[Event], cursor: int, *,
-                ends_at_done: bool) -> Opening:
+                ends_at_done: bool, owner: str | None = None) -> Opening:
         """Subscribe to the worker's reader of ``key`` from ``cursor`` on,
         starting the reader if none runs; events the reader already holds
         past ``cursor`` join the replay, so none is missed or sent twice."""
@@ -381,12 +383,12 @@ class RedisHub(MemoryHub):
         assert follow is not None
         if replay:
             cursor = max(cursor, replay[-1].id)
-        frames = b"".join(e.frame for e in replay)
+        frames = b"".join(e.frame for e in visible_to(owner, replay))
         if ends_at_done and replay and replay[-1].type == "done":
             self._stop_reader_if_unused(follow)
             return Opening(frames, None)
         subscriber = Subscriber(follow, backlog=self._backlog, cursor=cursor,
-                                ends_at_done=ends_at_done)
+                                ends_at_done=ends_at_done, owner=owner)
         follow.subscribers.add(subscriber)
         return Opening(frames, subscriber)
 

@@ -47,6 +47,9 @@ class Keys:
     def status(self, status: str) -> str:
         return "{" + self.prefix + "}:status:" + status  # zset per status
 
+    def owned(self, user: str) -> str:
+        return "{" + self.prefix + "}:user:" + user  # zset: a user's task ids (per-user mode)
+
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
 
@@ -144,7 +147,7 @@ end
 return 1 + fresh
 """
 
-# KEYS: global events, global floor. ARGV: now µs, maxlen, then (type, task, data)*.
+# KEYS: global events, global floor. ARGV: now µs, maxlen, then (type, task, owner, data)*.
 # Every worker appends here: ids are max(last + 1, now), computed inside Redis.
 APPEND_GLOBAL = _LAST_ID + """
 local floor = redis.call('GET', KEYS[2])
@@ -155,10 +158,10 @@ end
 local id = last_id(KEYS[1], floor)
 local now = tonumber(ARGV[1])
 local ids = {}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   id = math.max(id + 1, now)
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%d-0', id),
-             't', ARGV[i], 'k', ARGV[i + 1], 'd', ARGV[i + 2])
+             't', ARGV[i], 'k', ARGV[i + 1], 'o', ARGV[i + 2], 'd', ARGV[i + 3])
   ids[#ids + 1] = string.format('%d', id)
 end
 return ids
@@ -217,9 +220,11 @@ def parse_entry_id(raw: bytes | str) -> int:
 
 def to_event(raw_id: bytes, fields: dict[bytes, bytes], task_id: str | None) -> Event:
     """A stream entry as an ``Event`` (its frame encoded once per worker)."""
-    owner = fields.get(b"k")
+    named = fields.get(b"k")  # the all-tasks stream names each event's task
+    owner = fields.get(b"o")  # and, in per-user mode, its owner
     return make_event(parse_entry_id(raw_id), fields[b"t"].decode(),
-                      owner.decode() if owner is not None else task_id, fields[b"d"])
+                      named.decode() if named is not None else task_id, fields[b"d"],
+                      owner.decode() or None if owner is not None else None)
 
 
 def stream_holds(info: Any, *, floor: int, after: int) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, render_template
+from flask import Blueprint, Response, current_app, render_template
 
 bp = Blueprint("tasks_web", __name__)
 
@@ -21,14 +21,19 @@ _CSP = ("default-src 'self'; base-uri 'none'; form-action 'self'; "
 
 @bp.get("/")
 def index() -> Any:
-    return render_template("index.html", task_id=None)
+    return render_template("index.html", task_id=None, auth_mode=_auth_mode())
 
 
 @bp.get("/tasks/<task_id>")
 def task_page(task_id: str) -> Any:
     """The detail view; an unknown id is reported by the page (the API answers
     404), so the page itself never tells without the token whether a task exists."""
-    return render_template("index.html", task_id=task_id)
+    return render_template("index.html", task_id=task_id, auth_mode=_auth_mode())
+
+
+def _auth_mode() -> str:
+    """How the page signs in: ``user`` (per-user mode), ``token`` or ``none``."""
+    return str(current_app.extensions["tasks_auth"].mode)
 
 
 @bp.after_request

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from tasks.records import new_task_id
 from tests.conftest import wait_for
 from tests.fixtures import GATES
 
@@ -238,3 +239,10 @@ class TestToken:
     def test_the_page_and_health_stay_open(self, client):
         assert client.get("/").status_code == 200
         assert client.get("/healthz").status_code == 200
+
+
+def test_task_ids_are_url_safe_128_bits_that_never_look_like_an_option():
+    ids = {new_task_id() for _ in range(5000)}  # a '-' first would come ~80 times
+    assert len(ids) == 5000
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", task_id) for task_id in ids)
+    assert not [task_id for task_id in ids if task_id.startswith("-")]

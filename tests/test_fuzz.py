@@ -38,11 +38,13 @@ bodies = (st.fixed_dictionaries({"name": task_names},
 event_ids = (st.integers(-5, 2**70).map(str) | header_text
              | st.sampled_from(["", " 1", "1e3", "0x10", "99999999999999999999", "-1"]))
 task_ids = st.text(max_size=40).filter(lambda t: t not in ("", ".", ".."))
-queries = st.dictionaries(st.sampled_from(["status", "limit", "lastEventId", "token", "x"])
+queries = st.dictionaries(st.sampled_from(["status", "limit", "lastEventId", "token", "ticket",
+                                           "x"])
                           | st.text(max_size=6), st.text(max_size=20), max_size=3)
 headers = st.dictionaries(
     st.sampled_from(["Last-Event-ID", "Idempotency-Key", "Authorization", "Accept",
-                     "Origin", "Content-Type", "X-Forwarded-For", "Cache-Control"]),
+                     "Origin", "Content-Type", "X-Forwarded-For", "Cache-Control",
+                     "Cookie", "X-CSRF-Token", "Sec-Fetch-Site"]),
     header_text, max_size=4)
 
 
@@ -143,6 +145,28 @@ def test_random_queries_on_the_lists_and_the_global_stream(make_app, tmp_path):
            query=queries, head=headers)
     def run(path, query, head):
         check(client.get(path, query_string=query, headers=head))
+
+    run()
+    still_healthy(app, client)
+
+
+def test_random_sign_ins_tickets_and_credentials_in_per_user_mode(make_app, tmp_path):
+    token = "alice-token-0123456789"
+    app = make_app(TASKS_USER_TOKENS=f"alice:{token}", TASKS_SECRET_KEY="k" * 32)
+    client = app.test_client()
+    known = client.post("/api/tasks", json={"name": "demo", "params": {"steps": 1, "delay": 0}},
+                        headers={"Authorization": f"Bearer {token}"}).json["id"]
+
+    @FUZZ
+    @given(method=st.sampled_from(["GET", "POST", "DELETE"]),
+           path=st.sampled_from(["/api/session", "/api/tickets", "/api/events",
+                                 f"/api/tasks/{known}/events", f"/api/tasks/{known}"]),
+           body=bodies | st.fixed_dictionaries({"token": json_values | st.just(token)})
+           | st.fixed_dictionaries({"task_id": json_values | st.just(known)}),
+           query=queries, head=headers)
+    def run(method, path, body, query, head):
+        check(client.open(path, method=method, data=json.dumps(body), query_string=query,
+                          headers={"Content-Type": "application/json", **head}))
 
     run()
     still_healthy(app, client)

@@ -3,10 +3,11 @@ task creation per client (tasks/limits.py)."""
 import gevent
 import pytest
 
+from server import create_app
 from tasks.config import ConfigError, load_settings
 from tasks.errors import RateLimited
 from tasks.limits import CreateRate
-from tests.conftest import TestStream
+from tests.conftest import TestStream, wait_for
 
 
 def start(client, **kwargs):
@@ -122,3 +123,25 @@ def test_the_bucket_refills_at_the_rate_and_stays_bounded():
 def test_bad_limit_settings_stop_start_up_naming_them(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
+
+
+def test_events_held_in_memory_stay_under_the_cap_finished_tasks_first(tmp_path):
+    app = create_app({"TASKS_DB": str(tmp_path / "t.db"), "TASKS_MAX_EVENTS_HELD": 40})
+    app.testing = True
+    client, engine = app.test_client(), app.extensions["tasks"]
+    try:
+        ids = []
+        for _ in range(6):  # about 15 events each: the cap holds under three tasks' worth
+            rv = client.post("/api/tasks", json={"name": "t_burst",
+                                                 "params": {"logs": 5, "progress": 5}})
+            ids.append(rv.json["id"])
+            wait_for(lambda: engine.get(ids[-1])["status"] == "succeeded", what="the burst")
+            assert engine.hub.events_held <= 40 + 15
+        assert engine.hub.record(ids[0]) is None  # the oldest went first
+        assert engine.hub.record(ids[-1]) is not None  # the newest is still held
+        assert client.get("/healthz").json["events_held"] == engine.hub.events_held
+        # A forgotten task's stream still tells how it ended, from the record store.
+        replay = client.get(f"/api/tasks/{ids[0]}/events").data.decode()
+        assert "event: snapshot" in replay and "event: done" in replay
+    finally:
+        engine.close()

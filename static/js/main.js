@@ -3,9 +3,12 @@
  * Wiring: reads the URLs the template put in `#app`'s data attributes, then
  * runs the list view (`/`: the form, every task live over the shared
  * /api/events stream) or the detail view (`/tasks/<id>`: one task's stream,
- * its log and result).
+ * its log and result). In per-user mode it first learns who is signed in
+ * (asking to sign in when no one is), and shows that name with "Sign out".
  */
-import { ApiError, getToken, request, setTokenPrompt, streamUrl, withId } from "./api.js";
+import {
+  ApiError, isUserMode, loadSession, request, setAuth, setTokenPrompt, signOut, streamUrl, withId,
+} from "./api.js";
 import { StartForm } from "./form.js";
 import { applyEvent, isFinished, merge, toRecord } from "./records.js";
 import { EventStream, SharedStream } from "./stream.js";
@@ -21,12 +24,25 @@ const app = $(document, "#app");
 const urls = /** @type {Record<string, string>} */ ({ ...app.dataset });
 
 setTokenPrompt(promptToken);
+setAuth({ mode: urls.auth, sessionUrl: urls.sessionUrl, ticketsUrl: urls.ticketsUrl,
+          onSession: showSession });
 
 /** Tasks shown, by id, each with its row. */
 const tasks = /** @type {Map<string, {record: TaskRecord, row: HTMLElement}>} */ (new Map());
 
-if (urls.view === "detail") startDetail(urls.taskId);
-else startList();
+/** Every tab of this browser shares the cookie, so each hears of sign-in and sign-out. */
+const sessionChannel = typeof BroadcastChannel === "undefined"
+  ? null : new BroadcastChannel("taskstream-session");
+/** Who this page shows the tasks of (per-user mode); null until it knows. */
+let signedInAs = /** @type {string | null} */ (null);
+
+start();
+
+async function start() {
+  if (isUserMode()) await startSession();
+  if (urls.view === "detail") startDetail(urls.taskId);
+  else startList();
+}
 
 // -- the list ----------------------------------------------------------------
 
@@ -213,7 +229,7 @@ async function startDetail(taskId) {
   $(document, "#detail-heading").textContent = `Task ${taskId.slice(0, 8)}`;
   const stream = new EventStream({
     // lastEventId=0 asks for the whole history the server holds, logs included.
-    url: (lastEventId) => streamUrl(withId(urls.taskEventsUrl, taskId), lastEventId),
+    url: (lastEventId) => streamUrl(withId(urls.taskEventsUrl, taskId), lastEventId, { taskId }),
     lastEventId: 0,
     endsAtDone: true,
     beforeReopen: checkAccess,
@@ -258,20 +274,60 @@ async function checkAccess() {
 }
 
 /**
- * Ask for the API token in the page's dialog.
+ * Ask for the API token (user mode: the person's own, to sign in) in the page's dialog.
  * @param {string} reason the server's message
+ * @param {import("./api.js").PromptContext} context
  * @returns {Promise<string | null>}
  */
-function promptToken(reason) {
+function promptToken(reason, { wasRefused }) {
   const dialog = /** @type {HTMLDialogElement} */ ($(document, "#token-dialog"));
   const input = /** @type {HTMLInputElement} */ ($(dialog, "#token-input"));
-  const hadToken = Boolean(getToken());
-  showError($(dialog, "#token-error"), hadToken ? `That token was refused: ${reason}` : null);
+  showError($(dialog, "#token-error"), wasRefused ? `That token was refused: ${reason}` : null);
   input.value = "";
   return new Promise((resolve) => {
     dialog.addEventListener("close", () => resolve(input.value.trim() || null), { once: true });
     dialog.showModal();
   });
+}
+
+// -- per-user mode: who is signed in ---------------------------------------------
+
+/** Learn the session (a 401 asks to sign in) and offer "Sign out". */
+async function startSession() {
+  $(document, "#sign-out").addEventListener("click", async () => {
+    try {
+      await signOut();
+    } finally {
+      location.reload(); // shows no one's tasks, and asks to sign in
+    }
+  });
+  sessionChannel?.addEventListener("message", ({ data }) => {
+    const dialog = /** @type {HTMLDialogElement} */ ($(document, "#token-dialog"));
+    // Another tab signed out, or in as someone else: this page shows the wrong
+    // tasks (or still asks for a sign-in that has happened).
+    if (data.user !== signedInAs && (signedInAs !== null || dialog.open)) location.reload();
+  });
+  try {
+    await loadSession();
+  } catch {
+    // declined or unreachable: each call below asks again or shows its error
+  }
+}
+
+/**
+ * Show who is signed in; a different person than before means this page
+ * holds someone else's tasks: start afresh.
+ * @param {import("./api.js").Session | null} session
+ * @param {import("./api.js").Session | null} previous
+ */
+function showSession(session, previous) {
+  const user = session ? session.user : null;
+  signedInAs = user;
+  const account = $(document, "#account");
+  account.hidden = user === null;
+  $(account, "#account-user").textContent = user ?? "";
+  if (user !== (previous ? previous.user : null)) sessionChannel?.postMessage({ user });
+  if (previous && user !== null && user !== previous.user) location.reload();
 }
 
 function newKey() {

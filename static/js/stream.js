@@ -7,6 +7,11 @@
  * such as 401 or 502) do we back off and open a new one with `?lastEventId=`.
  * Events are numbered, so a repeat is dropped (no log line twice).
  *
+ * Behind a token (shared or per-user) a stream URL carries a ticket that expires: the server
+ * then sends `ticket-expired` and ends the response. We close the source at
+ * once (the browser would retry the dead ticket and get 401), ask for a fresh
+ * URL and reopen after the last id received, without backing off.
+ *
  * `SharedStream` elects one leader tab with the Web Locks API; the leader
  * holds the EventSource and relays every event over a BroadcastChannel:
  *
@@ -19,10 +24,14 @@
  */
 
 export const EVENT_TYPES = ["snapshot", "status", "progress", "log", "done"];
+/** Sent without an id, just before a ticketed stream ends (API.md). */
+export const TICKET_EXPIRED = "ticket-expired";
 
 /**
  * @typedef {{type: string, id: number, data: any}} StreamEvent
  * @typedef {"connecting" | "connected" | "reconnecting" | "offline" | "finished"} StreamState
+ * @typedef {(lastEventId: number | null) => string | Promise<string>} StreamUrl
+ *   may fetch (a ticket) before it knows the URL
  */
 
 /** The one place an EventSource is made, so tests may swap it. */
@@ -38,7 +47,7 @@ const MAX_BACKOFF_MS = 30000;
 export class EventStream {
   /**
    * @param {object} options
-   * @param {(lastEventId: number | null) => string} options.url the stream URL, resuming after an id
+   * @param {StreamUrl} options.url the stream URL, resuming after an id
    * @param {(event: StreamEvent) => void} options.onEvent
    * @param {(state: StreamState) => void} options.onState
    * @param {() => Promise<void>} [options.beforeReopen] runs before a closed source is reopened (e.g. to ask for a token)
@@ -58,22 +67,36 @@ export class EventStream {
     this.source = null;
     this.failures = 0;
     this.finished = false;
+    /** Counts close() calls: an open() that was waiting for its URL gives up if it moved. */
+    this.generation = 0;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.timer = undefined;
     /** @type {StreamState} */
     this.state = "connecting";
   }
 
-  open() {
+  async open() {
     this.close();
     if (this.finished) return;
-    const source = createEventSource(this.url(this.lastEventId));
+    const generation = this.generation;
+    let url;
+    try {
+      url = await this.url(this.lastEventId);
+    } catch {
+      // No URL (no ticket: unreachable, or the person declined to sign in).
+      if (generation === this.generation) this.retryLater();
+      return;
+    }
+    // Closed, or opened again, while the URL was on its way: that one wins.
+    if (generation !== this.generation || this.finished) return;
+    const source = createEventSource(url);
     this.source = source;
     source.addEventListener("open", () => {
       this.failures = 0;
       this.setState("connected");
     });
     source.addEventListener("error", () => this.onError(source));
+    source.addEventListener(TICKET_EXPIRED, () => this.onTicketExpired(source));
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (event) => this.receive(type, /** @type {MessageEvent} */ (event)));
     }
@@ -81,6 +104,7 @@ export class EventStream {
 
   /** Stop the source and any pending reopen; `open()` starts again. */
   close() {
+    this.generation += 1;
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.source) this.source.close();
@@ -142,14 +166,33 @@ export class EventStream {
     }
     if (source.readyState !== EventSource.CLOSED) return; // the browser retries by itself
     this.source = null;
+    this.retryLater();
+  }
+
+  /**
+   * The ticket ran out, nothing went wrong: a fresh URL (a new ticket) and
+   * straight back, from the last id received.
+   * @param {EventSource} source
+   */
+  onTicketExpired(source) {
+    if (source !== this.source) return;
+    this.failures = 0;
+    this.open();
+  }
+
+  /** Back off, then (after `beforeReopen`) open a new source. */
+  retryLater() {
+    this.setState(navigator.onLine ? "reconnecting" : "offline");
     this.failures += 1;
     const base = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** Math.min(this.failures - 1, 5));
     const delay = base / 2 + Math.random() * base / 2; // jitter: no reconnect storms
     this.timer = setTimeout(async () => {
+      const generation = this.generation;
       try {
         await this.beforeReopen();
       } finally {
-        if (!this.finished) this.open();
+        // Unless closed (or opened) while beforeReopen waited, e.g. on a sign-in dialog.
+        if (!this.finished && generation === this.generation) this.open();
       }
     }, delay);
   }
@@ -171,7 +214,7 @@ export class SharedStream {
   /**
    * @param {object} options
    * @param {string} options.name names the lock and the channel
-   * @param {(lastEventId: number | null) => string} options.url
+   * @param {StreamUrl} options.url
    * @param {(event: StreamEvent) => void} options.onEvent
    * @param {(state: StreamState, shared: boolean) => void} options.onState
    * @param {() => Promise<void>} [options.beforeReopen]

@@ -11,7 +11,7 @@ import {
 /** @typedef {import("./records.js").TaskRecord} TaskRecord */
 
 /**
- * @template {Element} T
+ * @template {Element} [T=HTMLElement]
  * @param {ParentNode} root
  * @param {string} selector
  * @returns {T}

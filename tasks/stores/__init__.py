@@ -23,8 +23,9 @@ class RecordStore(Protocol):
     def get(self, task_id: str) -> tuple[Record, int | None] | None:
         """The record and its done event id, or None for an unknown id."""
 
-    def list(self, *, status: str | None, limit: int) -> list[Record]:
-        """Records newest first, optionally only those with ``status``."""
+    def list(self, *, status: str | None, limit: int, owner: str | None = None) -> list[Record]:
+        """Records newest first, optionally only those with ``status``, and
+        only ``owner``'s when given (per-user mode)."""
 
     def interrupt_unfinished(self, *, finished_at: str, done_id: int) -> int:
         """Mark records left queued or running by a dead worker ``interrupted``."""

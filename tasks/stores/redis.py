@@ -28,6 +28,9 @@ from ..sse import encode_data
 
 log = logging.getLogger("tasks.redis")
 
+#: Records read per round when listing one user's tasks.
+_OWNER_PAGE = 200
+
 #: How long an idempotency key keeps pointing at its task.
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -77,6 +80,8 @@ class RedisStore:
             pipe.set(self._keys.alive(task_id), self._conn.worker_id,
                      px=self._conn.alive_ttl_ms)
             self.index(pipe, task_id, record["status"], created)
+            if "owner" in record:  # per-user mode: the owner's list
+                pipe.zadd(self._keys.owned(record["owner"]), {task_id: created})
             pipe.execute()
         return record, True
 
@@ -153,10 +158,30 @@ class RedisStore:
             return None
         return json.loads(raw), int(done_id) if done_id is not None else None
 
-    def list(self, *, status: str | None, limit: int) -> builtins.list[Record]:
-        key = self._keys.all_tasks if status is None else self._keys.status(status)
+    def list(self, *, status: str | None, limit: int,
+             owner: str | None = None) -> builtins.list[Record]:
+        if owner is None:
+            key = self._keys.all_tasks if status is None else self._keys.status(status)
+            with backend_errors("listing tasks"):
+                ids = self._redis.zrevrange(key, 0, limit - 1)
+            return self._records(ids, status)
+        # Per-user mode: the owner's own index, newest first, a page at a time.
+        found: builtins.list[Record] = []
+        start = 0
+        while len(found) < limit:
+            with backend_errors("listing tasks"):
+                ids = self._redis.zrevrange(self._keys.owned(owner), start,
+                                            start + _OWNER_PAGE - 1)
+            found += self._records(ids, status)
+            if len(ids) < _OWNER_PAGE:
+                break
+            start += _OWNER_PAGE
+        return found[:limit]
+
+    def _records(self, raw_ids: builtins.list[bytes], status: str | None) -> builtins.list[Record]:
+        """The records of ``raw_ids`` (those with ``status``), in that order."""
+        ids = [i.decode() for i in raw_ids]
         with backend_errors("listing tasks"):
-            ids = [i.decode() for i in self._redis.zrevrange(key, 0, limit - 1)]
             pipe = self._redis.pipeline(transaction=False)
             for task_id in ids:
                 pipe.hget(self._keys.record(task_id), "record")

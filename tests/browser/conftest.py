@@ -80,14 +80,23 @@ class Pages:
         return sum(1 for url in self.requests if re.search(path_pattern, url))
 
 
-@pytest.fixture
-def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Pages]:
-    options = {"viewport": {"width": 1100, "height": 900}, **getattr(request, "param", {})}
-    context = browser.new_context(**options)
+def _pages(browser: Browser, **options: Any) -> Iterator[Pages]:
+    context = browser.new_context(**{"viewport": {"width": 1100, "height": 900}, **options})
     pages = Pages(context)
     yield pages
     context.close()
     assert pages.errors == [], "errors in the page"
+
+
+@pytest.fixture
+def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Pages]:
+    yield from _pages(browser, **getattr(request, "param", {}))
+
+
+@pytest.fixture
+def other_pages(browser: Browser) -> Iterator[Pages]:
+    """A second browser context: another person, with cookies and storage of their own."""
+    yield from _pages(browser)
 
 
 def screenshot(page: Page, name: str) -> None:

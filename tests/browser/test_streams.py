@@ -64,6 +64,9 @@ def test_token_mode(tmp_path: Path, pages: Pages) -> None:
         expect(dialog).to_be_hidden()
         expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
         assert page.evaluate("sessionStorage.getItem('taskstream.token')") == "s3cret"
+        # Streams open with tickets: the token itself never goes in a URL.
+        assert not [url for url in pages.requests if "token=" in url]
+        assert [url for url in pages.requests if "/api/events?ticket=" in url]
 
         page.fill("#param-steps", "5")
         page.fill("#param-delay", "0.05")
