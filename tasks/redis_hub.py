@@ -1,28 +1,21 @@
 """The Redis backend's event hub: any worker on any machine serves any task's
 stream, and the all-tasks stream, from Redis Streams.
 
-    task greenlet --emit--> queue --writer greenlet--> XADD (task stream, global stream)
-                                                          |
+    worker A: task greenlet --emit--> RedisWriter (redis_writer.py) --> XADD
     worker B: one reader greenlet per followed stream: XREAD BLOCK --> local EventLog
               --> MemoryHub's publisher --> every local Subscriber (fast path included)
 
-Emitting never waits for Redis: the writer sends each task's batch (progress
-merged at the emitter, newest wins) in one script call per round, and retries
-with back-off while Redis is away; ids are assigned at emit time, so they stay
-increasing and ``done_id`` is known at once. A thousand readers of one task on
-one worker are one Redis connection (one reader). Readers end when their last
-subscriber leaves, or with a last ``retry:`` when Redis goes away.
-
-Each running task keeps an alive key with a TTL; every worker's monitor
-greenlet refreshes its own and ends others' tasks whose key expired
-(``RedisStore.reap``). Cancels travel on a pub/sub channel to every worker.
+A thousand readers of one task on one worker are one Redis connection (one
+reader). Readers end when their last subscriber leaves, or with a last
+``retry:`` when Redis goes away. Opening a stream reads the record and the
+events after the client's id in one round trip, and joins the reader's
+events after them, so none is missed or sent twice.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gevent
@@ -30,36 +23,16 @@ import gevent.event
 
 from .events import Event, EventLog, Subscriber, visible_to
 from .hub import MemoryHub, Opening, finished_replay, global_snapshot, snapshot_event
-from .records import Record, event_id_now, is_finished
+from .records import Record, event_id_now
 from .redis_support import (REDIS_ERRORS, Connections, backend_errors, entry_id,
                             parse_entry_id, stream_holds, to_event)
-from .sse import encode_data
-from .stores.redis import RedisStore, created_us
+from .redis_writer import RedisWriter
+from .stores.redis import RedisStore
 
 log = logging.getLogger("tasks.redis")
 
 #: How long one XREAD blocks; also how often a reader rechecks that it is wanted.
 _READ_BLOCK_MS = 5000
-#: Global events sent per writer round (one script call).
-_GLOBAL_BATCH = 500
-#: Longest back-off between two attempts while Redis is away.
-_MAX_BACKOFF = 2.0
-#: All-tasks events a worker keeps for Redis during an outage, in buffers of
-#: TASKS_GLOBAL_EVENT_BUFFER; past it they are dropped and the stream's floor
-#: raised, so resuming clients get a fresh snapshot instead of a silent gap.
-_GLOBAL_QUEUE_BUFFERS = 10
-
-
-@dataclass(eq=False)
-class _Owned:
-    """A task this worker runs: its live record and the events not yet in Redis."""
-    record: Record
-    last_id: int                    # id of the newest event emitted
-    acked_id: int                   # id of the newest event Redis confirmed
-    done_id: int | None = None
-    pending_progress: dict[str, Any] | None = None
-    queue: list[tuple[int, str, bytes]] = field(default_factory=list)
-    reaped: bool = False
 
 
 class _RemoteLog(EventLog):
@@ -89,213 +62,40 @@ class RedisHub(MemoryHub):
         self._conn, self._keys, self._store = connections, connections.keys, store
         self._redis: Any = connections.commands
         self._readers: Any = connections.readers
-        self._cancel_here = cancel
-        self._owned: dict[str, _Owned] = {}
-        self._to_write: dict[_Owned, None] = {}
-        self._global_queue: list[tuple[str, str, str, bytes]] = []  # type, task, owner, data
-        self._global_gap = False
         self._written: dict[str, int] = {}      # followed stream -> newest id Redis confirmed
         self._follows: dict[str, _RemoteLog] = {}
-        self._write_wakeup = gevent.event.Event()
-        self._written_all = gevent.event.Event()
-        self._written_all.set()
-        self._closing = False
-        self._greenlets = [gevent.spawn(self._write_forever),
-                           gevent.spawn(self._monitor_forever),
-                           gevent.spawn(self._listen_forever)]
+        self.writer = RedisWriter(connections, store, cancel=cancel, confirmed=self._confirmed)
 
-    # -- emitting (tasks this worker runs) ---------------------------------------
+    # -- emitting (tasks this worker runs: redis_writer.py) -----------------------------
 
     def create(self, record: Record) -> None:
-        start = max(event_id_now(0), self._store.last_created)
-        owned = _Owned(record, last_id=start, acked_id=start)
-        self._owned[record["id"]] = owned
-        self._global_queue.append(("snapshot", record["id"], record.get("owner", ""),
-                                   _data(record, record["id"])))
-        self._touch(None)
+        self.writer.create(record)
 
     def emit(self, task_id: str, event_type: str, payload: dict[str, Any]) -> None:
-        owned = self._owned[task_id]
-        self._flush_owned_progress(task_id, owned)
-        data_line = _data(payload, task_id)
-        owned.last_id = event_id_now(owned.last_id)
-        owned.queue.append((owned.last_id, event_type, data_line))
-        if event_type == "done":
-            owned.done_id = owned.last_id
-        self._global_queue.append((event_type, task_id, owned.record.get("owner", ""), data_line))
-        self._touch(owned)
+        self.writer.emit(task_id, event_type, payload)
 
     def progress(self, task_id: str, progress: dict[str, Any]) -> None:
-        owned = self._owned[task_id]
-        owned.pending_progress = {**progress, "ts": time.time()}
-        self._touch(owned)
-
-    def _flush_owned_progress(self, task_id: str, owned: _Owned) -> None:
-        progress = owned.pending_progress
-        if progress is None:
-            return
-        owned.pending_progress = None
-        data_line = _data(progress, task_id, stamp=False)
-        owned.last_id = event_id_now(owned.last_id)
-        owned.queue.append((owned.last_id, "progress", data_line))
-        self._global_queue.append(("progress", task_id, owned.record.get("owner", ""), data_line))
-
-    def _touch(self, owned: _Owned | None) -> None:
-        if len(self._global_queue) > _GLOBAL_QUEUE_BUFFERS * self._conn.global_buffer:
-            log.warning("Redis away too long: dropping %d all-tasks events; clients "
-                        "resuming /api/events get a fresh snapshot", len(self._global_queue))
-            self._global_queue.clear()
-            self._global_gap = True
-        if owned is not None:
-            self._to_write[owned] = None
-        self._written_all.clear()
-        self._write_wakeup.set()
-
-    # -- the writer ----------------------------------------------------------------
-
-    def _write_forever(self) -> None:
-        delay = 0.05
-        while True:
-            if not self._to_write and not self._global_queue:
-                self._written_all.set()
-            self._write_wakeup.wait()
-            self._write_wakeup.clear()
-            while self._to_write or self._global_queue:
-                try:
-                    self._write_round()
-                except REDIS_ERRORS as exc:
-                    if delay == 0.05:
-                        log.warning("writing events: Redis unavailable (%s); retrying", exc)
-                    gevent.sleep(delay)  # back off: no spinning while Redis is away
-                    delay = min(delay * 2, _MAX_BACKOFF)
-                else:
-                    delay = 0.05
-
-    def _write_round(self) -> None:
-        batch = list(self._to_write)
-        self._to_write.clear()
-        sent: list[tuple[str, _Owned, int, int, bool]] = []
-        pipe = self._redis.pipeline(transaction=False)
-        try:
-            gap = self._global_gap
-            if gap:  # events were dropped: resuming from before them means a snapshot
-                pipe.set(self._keys.global_floor, event_id_now(0))
-            for owned in batch:
-                task_id = owned.record["id"]
-                self._flush_owned_progress(task_id, owned)
-                events = list(owned.queue)
-                last = events[-1][0] if events else owned.acked_id
-                has_done = owned.done_id is not None and owned.done_id <= last
-                args: list[Any] = [
-                    json.dumps(owned.record), owned.record["status"], last, owned.acked_id,
-                    self._conn.worker_id, self._conn.alive_ttl_ms, self._conn.event_buffer,
-                    self._conn.retention, owned.done_id if has_done else ""]
-                for event_id, event_type, data_line in events:
-                    args += [event_id, event_type, data_line]
-                self._conn.scripts.flush_task(
-                    keys=[self._keys.record(task_id), self._keys.events(task_id),
-                          self._keys.alive(task_id)], args=args, client=pipe)
-                sent.append((task_id, owned, len(events), last, has_done))
-            global_events = self._global_queue[:_GLOBAL_BATCH]
-            if global_events:
-                args = [int(time.time() * 1e6), self._conn.global_buffer]
-                for event in global_events:
-                    args += list(event)
-                self._conn.scripts.append_global(
-                    keys=[self._keys.global_events, self._keys.global_floor], args=args,
-                    client=pipe)
-            results = pipe.execute()
-            if gap:
-                self._global_gap = False
-                results = results[1:]
-        except BaseException:
-            for owned in batch:
-                self._to_write[owned] = None  # try again next round, ids unchanged
-            raise
-        reindex = []
-        for (task_id, owned, count, last, has_done), result in zip(sent, results):
-            del owned.queue[:count]
-            owned.acked_id = last
-            if self._keys.events(task_id) in self._follows:  # only drain() reads these
-                self._written[self._keys.events(task_id)] = last
-            if result == 0 and not owned.reaped:
-                owned.reaped = True
-                log.warning("task %s was ended by another worker that thought this one "
-                            "dead; cancelling it here", task_id)
-                gevent.spawn(self._cancel_here, task_id)
-            elif result == 2:
-                reindex.append(owned.record)  # Redis lost the record: index it again
-            if has_done and not owned.queue:
-                del self._owned[task_id]
-        if global_events:
-            del self._global_queue[:len(global_events)]
-            self._written[self._keys.global_events] = parse_entry_id(results[-1][-1])
-        if reindex:
-            pipe = self._redis.pipeline(transaction=False)
-            for record in reindex:
-                self._store.index(pipe, record["id"], record["status"], created_us(record))
-            pipe.execute()
-
-    # -- alive keys, dead workers, cancels -------------------------------------------
-
-    def _monitor_forever(self) -> None:
-        """Refresh this worker's tasks' alive keys; end other workers' dead tasks."""
-        failing = False
-        while True:
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                for task_id, owned in list(self._owned.items()):
-                    if owned.done_id is None:
-                        pipe.set(self._keys.alive(task_id), self._conn.worker_id,
-                                 px=self._conn.alive_ttl_ms)
-                pipe.set(self._keys.global_floor, event_id_now(0), nx=True)
-                pipe.execute()
-                self._store.reap()
-                if failing:
-                    log.info("Redis is back")
-                failing = False
-            except REDIS_ERRORS as exc:
-                if not failing:
-                    log.warning("alive keys: Redis unavailable (%s)", exc)
-                failing = True
-            gevent.sleep(self._conn.heartbeat)
-
-    def _listen_forever(self) -> None:
-        """Cancel requests for tasks this worker runs, from any worker."""
-        delay = 0.1
-        while True:
-            pubsub = self._readers.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(self._keys.control)
-                delay = 0.1
-                while True:
-                    message = pubsub.get_message(timeout=_READ_BLOCK_MS / 1000)
-                    if message is not None and message["type"] == "message":
-                        self._cancel_here(message["data"].decode())
-            except REDIS_ERRORS:
-                gevent.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
-            finally:
-                pubsub.close()
+        self.writer.progress(task_id, progress)
 
     def forward_cancel(self, task_id: str) -> None:
-        """Ask whichever worker runs ``task_id`` to cancel it."""
-        with backend_errors("forwarding a cancel"):
-            self._redis.publish(self._keys.control, task_id)
+        self.writer.forward_cancel(task_id)
+
+    def _confirmed(self, key: str, last_id: int) -> None:
+        if key == self._keys.global_events or key in self._follows:  # only drain() reads these
+            self._written[key] = last_id
 
     # -- reading -------------------------------------------------------------------
 
     def record(self, task_id: str) -> Record | None:
-        owned = self._owned.get(task_id)
+        owned = self.writer.owned.get(task_id)
         return owned.record if owned is not None else None
 
     def done_id(self, task_id: str) -> int | None:
-        owned = self._owned.get(task_id)
+        owned = self.writer.owned.get(task_id)
         return owned.done_id if owned is not None else None
 
     def active_records(self, owner: str | None = None) -> list[Record]:
-        return [o.record for o in self._owned.values() if not is_finished(o.record)
-                and (owner is None or o.record.get("owner") == owner)]
+        return self.writer.active_records(owner)
 
     def open_task(self, task_id: str, last_id: int | None) -> Opening | None:
         """A stream on any task in Redis; None when Redis has no such task."""
@@ -460,7 +260,7 @@ class RedisHub(MemoryHub):
         """Wait until every emitted event is in Redis, read back by this
         worker's readers and handed to their subscribers."""
         deadline = time.monotonic() + timeout
-        if not self._written_all.wait(timeout):
+        if not self.writer.wait_written(timeout):
             return False
         while time.monotonic() < deadline:
             behind = [f for f in self._follows.values()
@@ -492,21 +292,13 @@ class RedisHub(MemoryHub):
                 subscriber.end(reason)
 
     def close(self) -> None:
-        self._closing = True
-        self._written_all.wait(1.0)
+        self.writer.close()
         super().close()
         readers = [f.reader for f in self._follows.values() if f.reader is not None]
-        gevent.killall(self._greenlets + readers, block=True, timeout=2)
+        gevent.killall(readers, block=True, timeout=2)
         self._follows.clear()
 
 
 def _task_of(events_key: str) -> str:
     """The task id inside ``<prefix>:{<task id>}:events``."""
     return events_key[events_key.rindex("{") + 1:events_key.rindex("}")]
-
-
-def _data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes:
-    data = {**payload, "task_id": task_id}
-    if stamp:
-        data["ts"] = time.time()
-    return encode_data(data)

@@ -59,7 +59,7 @@ def test_a_worker_that_stops_beating_has_its_tasks_interrupted(make_app):
     try:
         stream.until_type("snapshot")
         hub = dying.extensions["tasks"].hub
-        gevent.killall(hub._greenlets)  # as kill -9 would: no more alive beats, no writes
+        gevent.killall(hub.writer.greenlets)  # as kill -9 would: no more alive beats, no writes
         started = time.monotonic()
         events = stream.until_type("done", timeout=6)
     finally:
