@@ -11,6 +11,9 @@ the handler did is shared:
 - a short-lived greenlet, only while there is something to do, writes what
   the publisher could not (a slow reader's tail and merged backlog) and
   writes the end of the response;
+- streams whose ``done`` is written in full are ended by one finisher
+  greenlet once the publisher is idle: closing a socket costs more than the
+  write, and done's fan-out to the other readers comes first;
 - one ticker greenlet per worker sends keep-alive comments after silence
   and ends the streams whose ticket has expired.
 
@@ -33,13 +36,18 @@ LAST_CHUNK = b"0\r\n\r\n"
 _KEEP_ALIVE_CHUNK = encode_chunk(KEEP_ALIVE)
 #: Streams the ticker visits before it lets other greenlets run.
 _VISITS_PER_YIELD = 1000
+#: Streams the finisher ends before it lets other greenlets run.
+_ENDS_PER_YIELD = 256
+#: The longest the finisher waits for the publisher to be idle (a fast task
+#: keeps it busy for ever): a stream's socket is closed within about this.
+_FINISH_DELAY = 0.1
 
 
 class HandedOffStream:
     """One stream after gunicorn let go of it."""
 
     __slots__ = ("sock", "subscriber", "writer", "retry_ms", "ends_at", "silent", "serving",
-                 "closed", "_on_close", "_streams")
+                 "closed", "last_chunk_sent", "_on_close", "_streams")
 
     def __init__(self, sock: Any, subscriber: Subscriber, *, retry_ms: int,
                  ends_at: float | None, on_close: Callable[[], None],
@@ -48,14 +56,32 @@ class HandedOffStream:
         self.writer = DirectWriter(sock)
         self.ends_at = ends_at      # a ticket's end (monotonic): the stream ends then
         self.silent = 0.0           # seconds without a write, as the ticker counts them
-        self.serving = False        # a greenlet is writing for this stream
+        self.serving = False        # a greenlet is writing for this stream, or will
         self.closed = False
+        self.last_chunk_sent = False
         self._on_close, self._streams = on_close, streams
 
     def wake(self) -> None:
         """The subscriber has events the publisher could not write, or ended."""
-        if not self.serving and not self.closed:
-            self.serving = True
+        if self.serving or self.closed:
+            return
+        self.serving = True
+        subscriber = self.subscriber
+        if subscriber.ended == "done" and not subscriber.has_pending:
+            self._streams.finish_later(self)  # all written: only the end remains
+        else:
+            gevent.spawn(self._serve)
+
+    def finish(self) -> None:
+        """End a response whose events are all written: the last chunk, and close."""
+        if self.closed:
+            return
+        writer = self.writer
+        self.last_chunk_sent = writer.try_write(LAST_CHUNK)
+        if writer.gone or (self.last_chunk_sent and writer.is_clear):
+            self.serving = False
+            self.close()
+        else:  # the reader's window is full: write the rest waiting, as for a slow reader
             gevent.spawn(self._serve)
 
     def _serve(self) -> None:
@@ -72,7 +98,7 @@ class HandedOffStream:
                 data, writer.unsent = writer.unsent, b""
                 if frames:
                     data += encode_chunk(frames)
-                if ended:
+                if ended and not self.last_chunk_sent:
                     data += LAST_CHUNK
                 writer.busy = True
                 try:
@@ -131,8 +157,12 @@ class HandedOffStream:
 class HandedOffStreams:
     """Every handed-off stream of one app, and the ticker that visits them."""
 
-    def __init__(self, heartbeat: float, *, stall_timeout: float) -> None:
+    def __init__(self, heartbeat: float, *, stall_timeout: float,
+                 wait_published: Callable[[float], bool]) -> None:
         self.heartbeat, self.stall_timeout = heartbeat, stall_timeout
+        self._wait_published = wait_published
+        self._to_finish: list[HandedOffStream] = []
+        self._finisher: gevent.Greenlet[[], None] | None = None
         # Keep-alives go out between one heartbeat and a quarter more after the last write.
         self._interval = min(heartbeat / 4, 2.0)
         self._streams: dict[HandedOffStream, None] = {}
@@ -153,6 +183,20 @@ class HandedOffStreams:
         self._streams.pop(stream, None)
         if not self._streams:
             self._empty.set()
+
+    def finish_later(self, stream: HandedOffStream) -> None:
+        self._to_finish.append(stream)
+        if self._finisher is None or self._finisher.dead:
+            self._finisher = gevent.spawn(self._finish_all)
+
+    def _finish_all(self) -> None:
+        while self._to_finish:
+            self._wait_published(_FINISH_DELAY)
+            streams, self._to_finish = self._to_finish, []
+            for count, stream in enumerate(streams, 1):
+                stream.finish()
+                if count % _ENDS_PER_YIELD == 0:
+                    gevent.sleep(0)
 
     def wait_closed(self, timeout: float) -> bool:
         """Wait until every stream has ended (shutdown: their last bytes out)."""

@@ -215,6 +215,10 @@ class MemoryHub:
 
     def drain(self, timeout: float) -> bool:
         """Wait until every emitted event has been handed to its subscribers."""
+        return self.wait_published(timeout)
+
+    def wait_published(self, timeout: float) -> bool:
+        """Wait until this worker's publisher has nothing left to hand over."""
         return bool(self._idle.wait(timeout))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

@@ -162,8 +162,9 @@ class StreamingFlask(Flask):
         if isinstance(body, EventStream):
             body.allow_direct(environ, enabled=bool(self.config.get("TASKS_FAST_PATH")))
             if self.handed_off is None:
-                self.handed_off = HandedOffStreams(self.config["TASKS_HEARTBEAT"],
-                                                   stall_timeout=self.config["TASKS_STALL_TIMEOUT"])
+                self.handed_off = HandedOffStreams(
+                    self.config["TASKS_HEARTBEAT"], stall_timeout=self.config["TASKS_STALL_TIMEOUT"],
+                    wait_published=self.extensions["tasks"].hub.wait_published)
             if body.hand_off(start_response, self.handed_off):
                 if self.log_access is not None:
                     self.log_access(start_response.__self__, environ, time.monotonic() - started)

@@ -161,6 +161,7 @@ class StreamReader:
         self.ended = False
         self.status, self.headers = self._read_head()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        self.complete = False  # the last chunk came: the response ended, not just the connection
         self._take(b"")  # the body may have come in with the headers
 
     def _read_head(self) -> tuple[int, dict[str, str]]:
@@ -191,7 +192,7 @@ class StreamReader:
             if len(self.raw) < size_end + 2 + size + 2:
                 return out
             if size == 0:
-                self.ended = True
+                self.ended = self.complete = True
                 self.raw = b""
                 return out
             out += self.raw[size_end + 2:size_end + 2 + size]

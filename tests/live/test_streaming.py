@@ -41,11 +41,12 @@ def test_two_hundred_readers_of_one_task_all_get_done(live):
     record = live.start_task(steps=40, delay=0.05)
     readers = [StreamReader(live.url, events_path(record)) for _ in range(200)]
     try:
-        jobs = [gevent.spawn(reader.until_done, 30) for reader in readers]
+        jobs = [gevent.spawn(reader.until_end, 30) for reader in readers]
         gevent.joinall(jobs, timeout=40, raise_error=True)
         for reader in readers:
             assert reader.events[-1].type == "done"
             assert reader.events[-1].json["progress"]["current"] == 40
+            assert reader.complete, "every response ends with its last chunk"
     finally:
         for reader in readers:
             reader.close()
@@ -92,6 +93,7 @@ def test_a_direct_stream_ends_its_connection_with_it(live):
     direct = live.env["TASKS_FAST_PATH"] == "1"
     with StreamReader(live.url, events_path(record)) as stream:
         assert stream.until_end()[-1].type == "done"
+        assert stream.complete, "the response ends with its last chunk, then the connection"
         if direct:  # handed over: the connection cannot go back to gunicorn's request loop
             assert stream.headers.get("connection", "").lower() == "close"
             stream.sock.settimeout(3)
