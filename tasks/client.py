@@ -14,248 +14,32 @@ patching, which httpx tolerates).
 """
 from __future__ import annotations
 
-import json
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
-# The WHATWG line and field parsers httpx-sse uses itself; not re-exported, so
-# this leans on the pinned 0.4.3 (requirements.txt) for frames without a response.
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+from httpx_sse import EventSource
+
+from .client_errors import (BadRequest, Conflict, ConnectionFailed, NotFound, ProtocolError,
+                            QueueFull, Record, ServerError, TaskCancelled, TaskError, TaskFailed,
+                            TaskInterrupted, TaskstreamError, Unauthorized, error_from_response,
+                            raise_for_outcome)
+from .client_events import (Done, Log, Progress, Snapshot, Status, TaskEvent, decode_stream,
+                            event_to_json, parse_event)
 
 __all__ = [
     "TaskClient", "TaskEvent", "Snapshot", "Status", "Progress", "Log", "Done",
     "TaskstreamError", "BadRequest", "Unauthorized", "NotFound", "Conflict", "QueueFull",
     "ServerError", "ConnectionFailed", "ProtocolError",
     "TaskError", "TaskFailed", "TaskCancelled", "TaskInterrupted",
-    "parse_event", "decode_stream",
+    "parse_event", "decode_stream", "event_to_json", "error_from_response", "raise_for_outcome",
 ]
-
-Record = dict[str, Any]
 
 #: Wait before the first reconnect when the server has not sent ``retry:``.
 DEFAULT_RETRY_MS = 1000
 #: Reconnect waits double after each failed attempt, up to this.
 MAX_BACKOFF = 30.0
-
-
-# -- errors --------------------------------------------------------------------
-
-class TaskstreamError(Exception):
-    """Anything that went wrong talking to a Taskstream server.
-
-    ``status`` is the HTTP status (None when no answer came), ``code`` the API's
-    error code (``invalid_params``, ``not_found``...) and ``message`` its text.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message, self.status, self.code = message, status, code
-        self.headers = dict(headers or {})
-
-    def __str__(self) -> str:
-        prefix = f"{self.status} {self.code}: " if self.status and self.code else ""
-        return prefix + self.message
-
-
-class BadRequest(TaskstreamError):
-    """400: invalid params, unknown task type or a malformed request."""
-
-
-class Unauthorized(TaskstreamError):
-    """401: the API token is missing or wrong (pass ``token=`` or set TASKS_API_TOKEN)."""
-
-
-class NotFound(TaskstreamError):
-    """404: no such task (or path)."""
-
-
-class Conflict(TaskstreamError):
-    """409: cancelling a task that has already finished."""
-
-
-class QueueFull(TaskstreamError):
-    """429: too many tasks queued; ``retry_after`` says when to try again (seconds)."""
-
-    @property
-    def retry_after(self) -> float | None:
-        value = self.headers.get("retry-after")
-        return float(value) if value and value.isdigit() else None
-
-
-class ServerError(TaskstreamError):
-    """5xx, or any other status the API does not define."""
-
-
-class ConnectionFailed(TaskstreamError):
-    """No answer from the server (refused, timed out, cut) after retrying."""
-
-
-class ProtocolError(TaskstreamError):
-    """The server answered something that is not the Taskstream API (a proxy's page?)."""
-
-
-class TaskError(TaskstreamError):
-    """The task ended without succeeding; ``record`` is its final record."""
-
-    def __init__(self, record: Record) -> None:
-        error = record.get("error") or {}
-        detail = ": ".join(x for x in (error.get("type"), error.get("message")) if x)
-        message = f"task {record.get('id')} ({record.get('name')}) {record.get('status')}"
-        super().__init__(message + (f": {detail}" if detail else ""))
-        self.record = record
-        self.error: dict[str, str] | None = record.get("error")
-
-
-class TaskFailed(TaskError):
-    """The task raised; ``error`` holds its type and message."""
-
-
-class TaskCancelled(TaskError):
-    """Someone cancelled the task."""
-
-
-class TaskInterrupted(TaskError):
-    """The server's worker stopped before the task finished."""
-
-
-_STATUS_ERRORS: dict[int, type[TaskstreamError]] = {
-    400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict, 429: QueueFull,
-}
-_TASK_ERRORS: dict[str, type[TaskError]] = {
-    "failed": TaskFailed, "cancelled": TaskCancelled, "interrupted": TaskInterrupted,
-}
-
-
-def error_from_response(response: httpx.Response) -> TaskstreamError:
-    """The ``TaskstreamError`` for a non-2xx answer, reading ``{"error": {...}}``."""
-    status = response.status_code
-    cls = _STATUS_ERRORS.get(status, ServerError)
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    try:
-        error = response.json()["error"]
-        return cls(str(error["message"]), status=status, code=str(error["code"]),
-                   headers=headers)
-    except (ValueError, KeyError, TypeError):
-        # Not our JSON: a proxy's error page, most likely. Show its start.
-        text = " ".join(response.text.split())[:200]
-        return cls(f"HTTP {status} from {response.request.url} that is not Taskstream JSON"
-                   f" (a proxy in between?): {text!r}", status=status, code=None, headers=headers)
-
-
-def raise_for_outcome(record: Record) -> Any:
-    """The result of a finished record, or its ``TaskError``."""
-    status = record.get("status")
-    if status == "succeeded":
-        return record.get("result")
-    raise _TASK_ERRORS.get(str(status), TaskError)(record)
-
-
-# -- events --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TaskEvent:
-    """One event of a task's stream: its ``id``, ``task_id``, ``ts`` and raw ``data``."""
-    id: int
-    task_id: str
-    ts: float
-    data: dict[str, Any] = field(repr=False)
-
-    @property
-    def type(self) -> str:
-        return type(self).__name__.lower()
-
-
-@dataclass(frozen=True)
-class _RecordEvent(TaskEvent):
-    @property
-    def record(self) -> Record:
-        """The task record the event carries (its data without ``task_id`` and ``ts``)."""
-        return {k: v for k, v in self.data.items() if k not in ("task_id", "ts")}
-
-
-@dataclass(frozen=True)
-class Snapshot(_RecordEvent):
-    """The whole record, first on a new connection (or after a resume gap)."""
-
-
-@dataclass(frozen=True)
-class Status(TaskEvent):
-    status: str = ""
-
-
-@dataclass(frozen=True)
-class Progress(TaskEvent):
-    current: float = 0
-    total: float | None = None
-    percent: float | None = None
-    message: str | None = None
-    rate: float | None = None
-    eta: float | None = None
-
-
-@dataclass(frozen=True)
-class Log(TaskEvent):
-    level: str = "info"
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class Done(_RecordEvent):
-    """The final record; the stream ends after it."""
-
-    @property
-    def status(self) -> str:
-        return str(self.data.get("status"))
-
-
-_EVENT_TYPES: dict[str, type[TaskEvent]] = {
-    "snapshot": Snapshot, "status": Status, "progress": Progress, "log": Log, "done": Done,
-}
-_FIELDS: dict[type[TaskEvent], tuple[str, ...]] = {
-    Status: ("status",), Progress: ("current", "total", "percent", "message", "rate", "eta"),
-    Log: ("level", "message"),
-}
-
-
-def parse_event(sse: ServerSentEvent) -> TaskEvent | None:
-    """A typed event from a parsed SSE event; None for one that carries no
-    event (a bare ``retry:``) or a type this client does not know."""
-    cls = _EVENT_TYPES.get(sse.event)
-    if cls is None:
-        return None
-    try:
-        event_id = int(sse.id)
-        data = json.loads(sse.data)
-    except ValueError as exc:
-        raise ProtocolError(f"malformed {sse.event!r} event (id {sse.id!r}): {exc}") from None
-    extra = {name: data.get(name) for name in _FIELDS.get(cls, ())}
-    task_id = data.get("task_id") or data.get("id") or ""
-    return cls(id=event_id, task_id=str(task_id), ts=float(data.get("ts") or 0.0),
-               data=data, **extra)
-
-
-def decode_stream(chunks: Iterable[bytes]) -> Iterator[ServerSentEvent]:
-    """SSE events (retry-only ones included) from raw body bytes, as they come."""
-    lines, decoder = SSELineDecoder(), SSEDecoder()
-    for chunk in chunks:
-        for line in lines.decode(chunk.decode("utf-8")):
-            sse = decoder.decode(line)
-            if sse is not None:
-                yield sse
-    for line in lines.flush():
-        sse = decoder.decode(line)
-        if sse is not None:
-            yield sse
-
-
-def event_to_json(event: TaskEvent) -> dict[str, Any]:
-    """The event as one JSON-ready object: ``{"id", "event", "data"}``."""
-    return {"id": event.id, "event": event.type, "data": event.data}
 
 
 # -- the client ----------------------------------------------------------------
