@@ -75,13 +75,13 @@ class MemoryHub:
         self._prune()
         task_log = TaskLog(record["id"], record, capacity=self._event_buffer)
         self._logs[record["id"]] = task_log
-        self._append_global("snapshot", task_log, _data(record, record["id"]))
+        self._append_global("snapshot", task_log, event_data(record, record["id"]))
 
     def emit(self, task_id: str, event_type: str, payload: dict[str, Any]) -> None:
         """Append a status, log or done event (any progress waiting goes first)."""
         task_log = self._logs[task_id]
         self._flush_progress(task_log)
-        data_line = _data(payload, task_id)
+        data_line = event_data(payload, task_id)
         event = self._append_task(task_log, event_type, data_line)
         if event_type == "done":
             task_log.done_id = event.id
@@ -269,7 +269,10 @@ class MemoryHub:
             self.events_held -= len(task_log.events)
 
 
-def _data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes:
+def event_data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes:
+    """An event's data line: ``payload`` naming its task, stamped with the time
+    (``ts``: readers measure freshness by it); ``stamp=False`` when the payload
+    carries its own (progress: the time of the update, not of the flush)."""
     data = {**payload, "task_id": task_id}
     if stamp:
         data["ts"] = time.time()
@@ -284,11 +287,11 @@ def global_snapshot(records: list[Record], event_id: int) -> Event:
 
 def snapshot_event(record: Record, event_id: int) -> Event:
     """The whole record as a ``snapshot`` carrying the id of the newest event it reflects."""
-    return make_event(event_id, "snapshot", record["id"], _data(record, record["id"]))
+    return make_event(event_id, "snapshot", record["id"], event_data(record, record["id"]))
 
 
 def finished_replay(record: Record, done_id: int) -> list[Event]:
     """What a fresh stream of a finished task sends: snapshot (id below done's),
     then done. Also used for tasks only the record store still knows."""
     return [snapshot_event(record, done_id - 1),
-            make_event(done_id, "done", record["id"], _data(record, record["id"]))]
+            make_event(done_id, "done", record["id"], event_data(record, record["id"]))]

@@ -24,9 +24,9 @@ from typing import Any, Callable
 import gevent
 import gevent.event
 
+from .hub import event_data
 from .records import Record, event_id_now, is_finished
 from .redis_support import REDIS_ERRORS, Connections, backend_errors, parse_entry_id
-from .sse import encode_data
 from .stores.redis import RedisStore, created_us
 
 log = logging.getLogger("tasks.redis")
@@ -89,13 +89,13 @@ class RedisWriter:
         start = max(event_id_now(0), self._store.last_created)
         self.owned[record["id"]] = OwnedTask(record, last_id=start, acked_id=start)
         self._global_queue.append(("snapshot", record["id"], record.get("owner", ""),
-                                   _data(record, record["id"])))
+                                   event_data(record, record["id"])))
         self._touch(None)
 
     def emit(self, task_id: str, event_type: str, payload: dict[str, Any]) -> None:
         owned = self.owned[task_id]
         self._flush_progress(task_id, owned)
-        data_line = _data(payload, task_id)
+        data_line = event_data(payload, task_id)
         owned.last_id = event_id_now(owned.last_id)
         owned.queue.append((owned.last_id, event_type, data_line))
         if event_type == "done":
@@ -113,7 +113,7 @@ class RedisWriter:
         if progress is None:
             return
         owned.pending_progress = None
-        data_line = _data(progress, task_id, stamp=False)
+        data_line = event_data(progress, task_id, stamp=False)
         owned.last_id = event_id_now(owned.last_id)
         owned.queue.append((owned.last_id, "progress", data_line))
         self._global_queue.append(("progress", task_id, owned.record.get("owner", ""), data_line))
@@ -273,9 +273,3 @@ class RedisWriter:
         self._written_all.wait(1.0)  # a last chance for what was emitted
         gevent.killall(self.greenlets, block=True, timeout=2)
 
-
-def _data(payload: dict[str, Any], task_id: str, *, stamp: bool = True) -> bytes:
-    data = {**payload, "task_id": task_id}
-    if stamp:
-        data["ts"] = time.time()
-    return encode_data(data)
