@@ -37,6 +37,8 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BEARER = re.compile(r"bearer\s+(.+)", re.IGNORECASE)
 _STREAM_ENDPOINTS = {"tasks_api.task_events", "tasks_api.all_events"}
+#: How every 401 here says to authenticate.
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tasks"'}
 
 
 class CSRFFailed(APIError):
@@ -118,7 +120,7 @@ class Auth:
         if content["e"] <= time.time():
             raise TicketExpired("this stream ticket has expired: get a new one from "
                                 "POST /api/tickets and resume with ?lastEventId=",
-                                headers={"WWW-Authenticate": 'Bearer realm="tasks"'})
+                                headers=_CHALLENGE)
         scope = (request.view_args or {}).get("task_id", "")
         if (request.method not in ("GET", "HEAD") or request.endpoint not in _STREAM_ENDPOINTS
                 or scope != content["t"]):
@@ -189,4 +191,4 @@ def _same(given: str, expected: str) -> bool:
 
 
 def _unauthorized(message: str) -> Unauthorized:
-    return Unauthorized(message, headers={"WWW-Authenticate": 'Bearer realm="tasks"'})
+    return Unauthorized(message, headers=_CHALLENGE)

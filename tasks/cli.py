@@ -41,11 +41,13 @@ class TaskSource(Protocol):
     def close(self) -> None: ...
 
 
+_TOKEN_HELP = "API token, or your own in per-user mode (default: $TASKS_API_TOKEN)."
+
+
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--url`` and ``--token``, from the environment when not given."""
     command = click.option("--token", envvar="TASKS_API_TOKEN", default=None,
-                           help="API token, or your own in per-user mode "
-                           "(default: $TASKS_API_TOKEN).")(command)
+                           help=_TOKEN_HELP)(command)
     return click.option("--url", envvar="TASKS_URL", default=DEFAULT_URL, show_default=True,
                         help="The server (default: $TASKS_URL, else the one shown).")(command)
 
@@ -369,9 +371,7 @@ def _parse_frames(frames: bytes) -> Iterator[TaskEvent]:
 
 @tasks_cli.command("doctor")
 @click.argument("url")
-@click.option("--token", envvar="TASKS_API_TOKEN", default=None,
-              help="API token, or your own in per-user mode "
-                           "(default: $TASKS_API_TOKEN).")
+@click.option("--token", envvar="TASKS_API_TOKEN", default=None, help=_TOKEN_HELP)
 @click.option("--idle", type=float, default=20.0, show_default=True,
               help="Seconds of silence to hold a stream open, to catch idle time-outs.")
 @click.option("--resumes", type=int, default=5, show_default=True,

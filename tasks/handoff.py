@@ -30,7 +30,7 @@ import gevent.event
 
 from .direct import DirectWriter
 from .events import Subscriber
-from .sse import KEEP_ALIVE, encode_chunk, encode_retry, ticket_expired_event
+from .sse import KEEP_ALIVE, encode_chunk, ending_frames
 
 LAST_CHUNK = b"0\r\n\r\n"
 _KEEP_ALIVE_CHUNK = encode_chunk(KEEP_ALIVE)
@@ -90,11 +90,7 @@ class HandedOffStream:
         try:
             while not writer.gone:
                 ended = subscriber.ended
-                frames = subscriber.take()
-                if ended == "shutdown":
-                    frames += encode_retry(self.retry_ms)  # come back, to another worker
-                elif ended == "expired":
-                    frames += ticket_expired_event()
+                frames = subscriber.take() + ending_frames(ended, self.retry_ms)
                 data, writer.unsent = writer.unsent, b""
                 if frames:
                     data += encode_chunk(frames)

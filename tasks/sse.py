@@ -60,3 +60,14 @@ def ticket_expired_event() -> bytes:
     data = {"reason": "ticket_expired", "message": "this stream's ticket has expired: get a new "
             "one from POST /api/tickets and resume with ?lastEventId=", "ts": time.time()}
     return b"event: ticket-expired\ndata: %s\n\n" % encode_data(data)
+
+
+def ending_frames(reason: str | None, retry_ms: int) -> bytes:
+    """What a stream sends last when its subscriber ended for ``reason``: a
+    last ``retry:`` on shutdown (come back, to another worker), the
+    ``ticket-expired`` event when its ticket ran out, else nothing."""
+    if reason == "shutdown":
+        return encode_retry(retry_ms)
+    if reason == "expired":
+        return ticket_expired_event()
+    return b""

@@ -25,7 +25,7 @@ from .direct import direct_socket, tune_socket
 from .events import Subscriber
 from .handoff import HandedOffStream, HandedOffStreams
 from .hub import Opening
-from .sse import KEEP_ALIVE, encode_retry, ticket_expired_event
+from .sse import KEEP_ALIVE, encode_retry, ending_frames
 
 HEADERS = {
     "Cache-Control": "no-cache",
@@ -102,11 +102,7 @@ class EventStream:
         woke = subscriber.has_pending or bool(subscriber.ended) or subscriber.wait(wait)
         if self._ends_at is not None and time.monotonic() >= self._ends_at:
             subscriber.end("expired")  # before take(): nothing is delivered after it
-        frames = subscriber.take()
-        if subscriber.ended == "shutdown":
-            frames += encode_retry(self.retry_ms)  # come back, to another worker
-        elif subscriber.ended == "expired":
-            frames += ticket_expired_event()
+        frames = subscriber.take() + ending_frames(subscriber.ended, self.retry_ms)
         return frames if frames or woke else KEEP_ALIVE
 
     def _follow(self, subscriber: Subscriber) -> Iterator[bytes]:
